@@ -1,0 +1,60 @@
+"""xai-plugins: explanation research for Captum and Zennit, as pluggy plugins.
+
+The public API is small: :func:`list_components`, :func:`get` and :func:`plugins` query the registry, which
+discovers plugins lazily through the entry-point group ``xai_plugins`` on first use. Plugin authors mark hook
+implementations with :data:`hookimpl` (see :mod:`xai_plugins.hookspecs`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xai_plugins.errors import (
+    ComponentNotFoundError,
+    DuplicateComponentError,
+    HookValidationError,
+    RegistrationError,
+    XaiPluginsError,
+)
+from xai_plugins.hookspecs import hookimpl
+from xai_plugins.registry import Component, PluginRecord, get_registry, reset_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Component",
+    "ComponentNotFoundError",
+    "DuplicateComponentError",
+    "HookValidationError",
+    "PluginRecord",
+    "RegistrationError",
+    "XaiPluginsError",
+    "describe",
+    "get",
+    "get_registry",
+    "hookimpl",
+    "list_components",
+    "plugins",
+    "reset_registry",
+]
+
+
+def list_components(kind: str | None = None) -> list[Component]:
+    """Registered components with metadata and provenance; ``kind`` is one of
+    ``"canonizer"``, ``"model"``, ``"attributor"``, ``"initializer"`` or ``None`` for all."""
+    return get_registry().components(kind)
+
+
+def get(kind: str, name: str) -> Any:
+    """The registered component object (class or factory) of that kind and name."""
+    return get_registry().component(kind, name).load()
+
+
+def describe(kind: str, name: str) -> Component:
+    """The registry record of one component: metadata, plugin, distribution and version."""
+    return get_registry().component(kind, name)
+
+
+def plugins() -> list[PluginRecord]:
+    """Every plugin discovery tried, with its status (loaded, failed, blocked) and error."""
+    return get_registry().plugins()
