@@ -13,10 +13,10 @@ import json
 import sys
 import textwrap
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from xai_plugins import registry as _registry
-from xai_plugins.errors import XaiPluginsError
+from xai_plugins.errors import ComponentNotFoundError, XaiPluginsError
 
 COMMANDS_GROUP = "xai_plugins.commands"
 
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UsageError as exc:
+    except (UsageError, ComponentNotFoundError) as exc:
         if args.debug:
             raise
         print(f"xai-plugins: error: {exc}", file=sys.stderr)

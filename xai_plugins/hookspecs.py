@@ -18,7 +18,7 @@ kept as free-form metadata. The registry validates each call and records which p
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

@@ -13,8 +13,9 @@ import os
 import threading
 import traceback
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -30,6 +31,7 @@ ENTRY_POINT_GROUP = "xai_plugins"
 DISABLE_ENV = "XAI_PLUGINS_DISABLE_AUTOLOAD"
 BLOCK_ENV = "XAI_PLUGINS_BLOCK"
 KINDS: tuple[str, ...] = tuple(hookspecs.HOOK_KINDS.values())
+_WARNED: set[str] = set()  # plugins already warned about in this process: warn once, not per registry
 
 
 class PluginWarning(UserWarning):
@@ -112,7 +114,6 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self._components: dict[tuple[str, str], Component] = {}
         self._plugins: dict[str, PluginRecord] = {}
-        self._warned: set[str] = set()
 
     def register_plugin(self, plugin: object, name: str | None = None, *, distribution: str | None = None,
                         version: str | None = None, value: str | None = None) -> PluginRecord:
@@ -194,8 +195,8 @@ class Registry:
         record = PluginRecord(name, distribution, version, value, "failed", message,
                               "".join(traceback.format_exception(exc)))
         self._plugins[name] = record
-        if name not in self._warned:
-            self._warned.add(name)
+        if name not in _WARNED:
+            _WARNED.add(name)
             warnings.warn(f"xai-plugins: plugin {name!r} failed to load and is skipped: {message}",
                           PluginWarning, stacklevel=3)
         return record
