@@ -1,0 +1,180 @@
+"""The canonizer base class: Zennit's duck-typed interface with atomic apply and exact restore.
+
+A canonizer rewrites a model into a form that computes the same function but that rule-based attribution
+handles correctly. Every change goes through the recording editors of :class:`Canonizer` (swap a parameter,
+a buffer, a child module or an instance attribute), each of which pushes its inverse onto an undo stack:
+
+- ``apply`` is atomic: if anything raises halfway, the stack is unwound and the exception re-raised.
+- ``remove`` unwinds the stack; the original tensors were never written to (they are swapped out, not
+  modified), so the state dict and the outputs are bitwise what they were and no attribute is left behind.
+- Applying the same instance twice to the same model is a no-op; removing twice is a no-op. A module that
+  another canonizer instance already changed is refused with a clear error instead of being changed twice.
+"""
+
+from __future__ import annotations
+
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Canonizer", "CanonizerHandle"]
+
+_MISSING = object()
+_OWNERS: weakref.WeakKeyDictionary[nn.Module, Canonizer] = weakref.WeakKeyDictionary()
+
+
+class CanonizerHandle:
+    """Handle returned by :meth:`Canonizer.apply`; ``remove()`` reverts the canonizer (as Zennit expects)."""
+
+    def __init__(self, canonizer: Canonizer) -> None:
+        self.canonizer = canonizer
+
+    def remove(self) -> None:
+        """Revert every change the canonizer made."""
+        self.canonizer.remove()
+
+
+class Canonizer:
+    """Base class of all xai-plugins canonizers (usable wherever Zennit accepts a canonizer).
+
+    Subclasses implement :meth:`canonize`, making every change through the ``swap_*``/``set_*`` editors below.
+    """
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+        self._claimed: set[int] = set()
+        self._model: weakref.ReferenceType[nn.Module] | None = None
+        self._handle: CanonizerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def canonize(self, model: nn.Module) -> None:
+        """Rewrite ``model`` in place using the recording editors. Implemented by subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} must implement canonize(model)")
+
+    def apply(self, model: nn.Module) -> list[CanonizerHandle]:
+        """Canonize ``model``; returns a list with one handle whose ``remove()`` reverts everything."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(self).__name__}.apply expects a torch.nn.Module, got {type(model).__name__}")
+        current = self._model() if self._model is not None else None
+        if current is model and self._handle is not None:
+            return [self._handle]
+        if current is not None:
+            raise RuntimeError(f"{self!r} is already applied to another model; call remove() first or use "
+                               "copy() to canonize a second model")
+        try:
+            with torch.no_grad():
+                self.canonize(model)
+        except BaseException:
+            self._unwind()
+            raise
+        self._model = weakref.ref(model)
+        self._handle = CanonizerHandle(self)
+        return [self._handle]
+
+    def remove(self) -> None:
+        """Revert every change, restoring the model exactly; safe to call more than once."""
+        self._unwind()
+        self._model = None
+        self._handle = None
+
+    def copy(self) -> Canonizer:
+        """A fresh, unapplied canonizer with the same configuration."""
+        return type(self)()
+
+    @property
+    def applied(self) -> bool:
+        """Whether this canonizer currently has changes applied to a model."""
+        return bool(self._undo)
+
+    def _unwind(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    # -- recording editors -------------------------------------------------------------------------------
+
+    def claim(self, module: nn.Module) -> None:
+        """Mark ``module`` as changed by this canonizer; refuse modules another canonizer already changed."""
+        if id(module) in self._claimed:
+            return
+        owner = _OWNERS.get(module)
+        if owner is not None and owner is not self:
+            raise RuntimeError(
+                f"{type(module).__name__} module is already canonized by {owner!r}; remove that canonizer "
+                "before applying another one to the same model")
+        _OWNERS[module] = self
+        self._claimed.add(id(module))
+
+        def undo() -> None:
+            _OWNERS.pop(module, None)
+            self._claimed.discard(id(module))
+        self._undo.append(undo)
+
+    def owns(self, module: nn.Module) -> bool:
+        """Whether this canonizer has changed ``module``."""
+        return id(module) in self._claimed and _OWNERS.get(module) is self
+
+    def swap_parameter(self, module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+        """Replace parameter ``name`` of ``module`` by a new ``Parameter`` holding ``value`` (or by ``None``).
+
+        The new parameter copies ``requires_grad`` from the old one (or from ``weight`` when adding a bias).
+        """
+        self.claim(module)
+        old = module._parameters[name]
+        if value is None:
+            new = None
+        else:
+            reference = old if old is not None else module._parameters.get("weight")
+            requires_grad = reference.requires_grad if reference is not None else True
+            new = nn.Parameter(value.detach(), requires_grad=requires_grad)
+        module._parameters[name] = new
+        self._undo.append(lambda: module._parameters.__setitem__(name, old))
+
+    def swap_buffer(self, module: nn.Module, name: str, value: torch.Tensor) -> None:
+        """Replace buffer ``name`` of ``module`` by ``value`` (the old tensor is kept, not modified)."""
+        self.claim(module)
+        old = module._buffers[name]
+        module._buffers[name] = value
+        self._undo.append(lambda: module._buffers.__setitem__(name, old))
+
+    def set_child(self, parent: nn.Module, name: str, child: nn.Module) -> None:
+        """Put ``child`` at ``parent.<name>``: replaces an existing child in place or adds a new one."""
+        self.claim(parent)
+        old = parent._modules.get(name, _MISSING)
+        if old is _MISSING and (name in parent.__dict__ or name in parent._parameters or name in parent._buffers):
+            raise RuntimeError(f"cannot add child {name!r} to {type(parent).__name__}: the name is taken")
+        parent._modules[name] = child
+
+        def undo() -> None:
+            if old is _MISSING:
+                del parent._modules[name]
+            else:
+                parent._modules[name] = old
+        self._undo.append(undo)
+
+    def set_attribute(self, module: nn.Module, name: str, value: Any) -> None:
+        """Set a plain instance attribute (e.g. ``eps``) and restore or delete it on remove."""
+        self.claim(module)
+        if name in module._parameters or name in module._buffers or name in module._modules:
+            raise RuntimeError(f"{name!r} of {type(module).__name__} is not a plain attribute")
+        old = module.__dict__.get(name, _MISSING)
+        module.__dict__[name] = value
+
+        def undo() -> None:
+            if old is _MISSING:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = old
+        self._undo.append(undo)
+
+    def override_forward(self, module: nn.Module, forward: Callable[..., Any]) -> None:
+        """Make ``forward(module, *args)`` the module's forward (an instance attribute, deleted on remove)."""
+        if "forward" in module.__dict__:
+            raise RuntimeError(f"{type(module).__name__} already has an instance-level forward override; "
+                               "another tool patched this model")
+        self.set_attribute(module, "forward", types.MethodType(forward, module))
