@@ -1,0 +1,47 @@
+"""Canonizers (Pahde et al., "Optimizing Explanations by Network Canonization and Hyperparameter Search",
+CVPRW 2023): rewrite a model into an equivalent form that rule-based attribution (LRP) explains correctly.
+
+Pure torch; the canonizers have Zennit's duck-typed interface (``apply(model) -> handles``, ``remove()``,
+``copy()``). Start with :func:`canonizers_for`. Names are imported lazily so that plugin discovery stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "canonizers_for": "xai_plugins.canonizers.selection",
+    "FAMILIES": "xai_plugins.canonizers.selection",
+    "Canonizer": "xai_plugins.canonizers.base",
+    "CanonizerHandle": "xai_plugins.canonizers.base",
+    "Sum": "xai_plugins.canonizers.modules",
+    "Concat": "xai_plugins.canonizers.modules",
+    "Gate": "xai_plugins.canonizers.modules",
+    "ThresholdReLU": "xai_plugins.canonizers.modules",
+    "PositionalBiasConv2d": "xai_plugins.canonizers.modules",
+    "MergeBatchNorm": "xai_plugins.canonizers.batchnorm",
+    "MergeBatchNormPreceding": "xai_plugins.canonizers.batchnorm",
+    "MergeBatchNormFollowing": "xai_plugins.canonizers.batchnorm",
+    "VGGCanonizer": "xai_plugins.canonizers.torchvision_models",
+    "ResNetCanonizer": "xai_plugins.canonizers.torchvision_models",
+    "DenseNetCanonizer": "xai_plugins.canonizers.torchvision_models",
+    "EfficientNetCanonizer": "xai_plugins.canonizers.torchvision_models",
+    "MobileNetV2Canonizer": "xai_plugins.canonizers.torchvision_models",
+    "MobileNetV3Canonizer": "xai_plugins.canonizers.torchvision_models",
+    "RegNetCanonizer": "xai_plugins.canonizers.torchvision_models",
+    "RelationNetwork": "xai_plugins.canonizers.relation_network",
+    "RelationNetworkCanonizer": "xai_plugins.canonizers.relation_network",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'xai_plugins.canonizers' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
