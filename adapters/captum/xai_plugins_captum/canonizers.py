@@ -1,0 +1,307 @@
+"""Canonized models for Captum's ``LRP`` and ``LayerLRP``.
+
+Captum's LRP walks the leaf modules of a model and needs, for each one, a propagation rule (``module.rule``)
+or a type it knows (``Conv2d``, ``Linear``, pooling, ``BatchNorm2d``, ``ReLU``, ``Dropout``, ``Tanh``).
+Everything else goes wrong on a stock torchvision model: additions written as ``+`` in ``forward`` copy the
+relevance to both summands (the relevance sum of a ResNet-18 grows to about 1e8 times the logit), a
+squeeze-and-excitation product ``scale * x`` counts relevance twice, and ``SiLU`` or ``Hardswish`` leaves
+raise ``TypeError``.
+
+:func:`canonized` fixes all of this for the duration of a ``with`` block: it applies the core canonizers of
+:mod:`xai_plugins.canonizers` (BatchNorm merged, residual sums, concatenations and gates as explicit
+modules), attaches a rule from :data:`CANONIZED_RULES` to every leaf Captum has no default for, and undoes
+everything on exit (state dict and forward bitwise, no ``rule`` or hook left), also when the block raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from captum.attr._core.lrp import SUPPORTED_NON_LINEAR_LAYERS
+from captum.attr._utils.lrp_rules import EpsilonRule, PropagationRule
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.conv import _ConvNd
+
+from xai_plugins.canonizers import canonizers_for
+from xai_plugins.canonizers import modules as canonical
+
+RuleFactory = Callable[[], PropagationRule]
+
+_CAPTUM_ATTRIBUTES = ("rule", "activations")
+"""Attributes Captum's LRP sets on leaf modules (it deletes ``rule`` after each call but leaves
+``activations`` behind); :func:`canonized` restores both to what they were before the block."""
+
+
+class _StandInRule(EpsilonRule):
+    """A rule defined by a stand-in output: in Captum's relevance pass the layer's output is replaced by
+    ``stand_in(module, input)``, a tensor built from the input whose gradient encodes the rule.
+
+    Captum propagates ``x * d(stand_in)/dx * (R / stand_in)``, so the stand-in decides both the denominator
+    and how relevance is split. Parameters are never modified (nothing to restore), and only the relevance
+    pass sees the stand-in: the model's output is computed in Captum's first, unhooked forward pass.
+    """
+
+    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _manipulate_weights(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
+        return None
+
+    def forward_hook(self, module: nn.Module, inputs: Any, outputs: torch.Tensor) -> torch.Tensor:
+        if len(inputs) != 1:
+            raise TypeError(f"{type(self).__name__} applies to single-input layers, {type(module).__name__} got "
+                            f"{len(inputs)} inputs")
+        return super().forward_hook(module, inputs, self.stand_in(module, inputs[0]))
+
+
+def _linear_map(module: nn.Module, input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's linear map without any bias (also without a ``PositionalBiasConv2d``'s position bias)."""
+    if isinstance(module, nn.Linear):
+        return F.linear(input, weight)
+    if isinstance(module, _ConvNd):
+        return module._conv_forward(input, weight, None)
+    raise TypeError(f"expected a Linear or convolution layer, got {type(module).__name__}")
+
+
+class ZPlusRule(_StandInRule):
+    """LRP z+ with biases ignored (Zennit's ``ZPlus(zero_params='bias')``), falling back to z- where an
+    output has no positive contribution at all.
+
+    Each output shares its relevance among the inputs in proportion to their positive contributions
+    ``x+ w+ + x- w-``: a sum of non-negative terms, so nothing divides by an output close to zero (with the
+    plain epsilon rule such outputs blow the relevance of deep canonized networks up by orders of magnitude).
+    Small depthwise kernels on small feature maps often have no positive contribution at some positions,
+    where z+ would drop the relevance; there the negative contributions (all of one sign, equally stable)
+    share it instead, so the rule stays conservative. Used for convolutions.
+    """
+
+    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
+        weight = module.weight.detach()
+        z_plus = _linear_map(module, input.clamp(min=0), weight.clamp(min=0)) + _linear_map(
+            module, input.clamp(max=0), weight.clamp(max=0)
+        )
+        z_minus = _linear_map(module, input, weight) - z_plus
+        return torch.where(z_plus > 0, z_plus, z_minus)
+
+
+class ZeroBiasEpsilonRule(_StandInRule):
+    """LRP epsilon with biases ignored, as Zennit's ``Epsilon(zero_params='bias')``; used for dense layers.
+
+    Merging BatchNorm gives every layer a bias; with Captum's plain ``EpsilonRule`` biases soak up relevance.
+    """
+
+    def __init__(self, epsilon: float = 1e-6) -> None:
+        super().__init__(epsilon=epsilon)
+
+    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
+        return _linear_map(module, input, module.weight.detach())
+
+
+class PassRule(_StandInRule):
+    """Relevance passes unchanged from output to input (Zennit's ``Pass``), for element-wise layers.
+
+    Used for activations Captum does not know (``SiLU``, ``Hardswish``, the ``ThresholdReLU`` of a merged
+    BatchNorm), for BatchNorm leaves (identities once merged) and identity-like leaves (``Identity``,
+    ``StochasticDepth``). The stand-in is the input itself, so ``x * (R / x) = R``.
+    """
+
+    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
+        return input.clone()
+
+
+class SignalTakesAllRule(EpsilonRule):
+    """Gate rule of Pahde et al.: the whole relevance of ``signal * gate`` goes to the signal, none to the gate.
+
+    Used for the explicit gate module that replaces squeeze-and-excitation products. Captum's generic
+    multi-input handling would hand the full relevance to both factors.
+    """
+
+    def forward_hook(self, module: nn.Module, inputs: Any, outputs: torch.Tensor) -> torch.Tensor:
+        signal, gate = inputs[0], inputs[1]
+        self._has_single_input = True
+        self._handle_input_hooks = []
+        if not hasattr(signal, "hook_registered"):
+            self._handle_input_hooks.append(signal.register_hook(self._create_backward_hook_input(signal.data)))
+            signal.hook_registered = True
+        if not hasattr(gate, "hook_registered"):
+            self._handle_input_hooks.append(gate.register_hook(torch.zeros_like))
+            gate.hook_registered = True
+        self._handle_output_hook = outputs.register_hook(self._create_backward_hook_output(outputs.data))
+        return outputs.clone()
+
+
+def _optional_torchvision_rules() -> dict[type, RuleFactory]:
+    try:
+        from torchvision.ops import StochasticDepth
+    except ImportError:
+        return {}
+    return {StochasticDepth: PassRule}
+
+
+CANONIZED_RULES: dict[type, RuleFactory] = {
+    nn.Conv1d: ZPlusRule,
+    nn.Conv2d: ZPlusRule,
+    nn.Conv3d: ZPlusRule,
+    nn.Linear: ZeroBiasEpsilonRule,
+    nn.BatchNorm1d: PassRule,
+    nn.BatchNorm2d: PassRule,
+    nn.BatchNorm3d: PassRule,
+    nn.MaxPool1d: EpsilonRule,
+    nn.MaxPool2d: EpsilonRule,
+    nn.MaxPool3d: EpsilonRule,
+    nn.AdaptiveMaxPool2d: EpsilonRule,
+    nn.AvgPool2d: EpsilonRule,
+    nn.AdaptiveAvgPool1d: EpsilonRule,
+    nn.AdaptiveAvgPool2d: EpsilonRule,
+    nn.SiLU: PassRule,
+    nn.ReLU6: PassRule,
+    nn.Hardswish: PassRule,
+    nn.GELU: PassRule,
+    nn.LeakyReLU: PassRule,
+    nn.ELU: PassRule,
+    nn.Mish: PassRule,
+    nn.Sigmoid: PassRule,
+    nn.Hardsigmoid: PassRule,
+    nn.Identity: PassRule,
+    nn.Flatten: EpsilonRule,
+    canonical.Sum: EpsilonRule,
+    canonical.Concat: EpsilonRule,
+    canonical.Gate: SignalTakesAllRule,
+    canonical.ThresholdReLU: PassRule,
+    **_optional_torchvision_rules(),
+}
+"""Rule factory per leaf type, used by :func:`canonized` for every leaf that has no ``rule`` of its own.
+
+Looked up along the type's MRO, so subclasses inherit their parent's rule. Add an entry (or set
+``module.rule`` yourself) to support a custom leaf type. ``ReLU``, ``Dropout`` and ``Tanh`` are left to
+Captum, which passes relevance through them.
+"""
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Leaf modules in the order Captum's LRP collects them (children, recursively)."""
+    return [(name, module) for name, module in model.named_modules() if not any(True for _ in module.children())]
+
+
+def _rule_factory(module: nn.Module, rules: Mapping[type, RuleFactory]) -> RuleFactory | None:
+    return next((rules[cls] for cls in type(module).__mro__ if cls in rules), None)
+
+
+class _CaptumCanonization:
+    """State of one :func:`canonized` block: applied canonizers, attached rules and what to restore."""
+
+    def __init__(self, model: nn.Module, canonizers: Sequence[Any], rules: Mapping[type, RuleFactory]) -> None:
+        self.model = model
+        self.canonizers = list(canonizers)
+        self.rules = rules
+        self.applied: list[Any] = []
+        self.saved_attributes: dict[nn.Module, dict[str, Any]] = {}
+        self.module_rules: dict[nn.Module, PropagationRule] = {}
+        self.state_dict_hook: Any = None
+        self.inplace: list[nn.Module] = []
+
+    def enter(self) -> None:
+        """Canonize and attach rules; on any failure undo what was done and re-raise."""
+        self.saved_attributes = {
+            module: {key: module.__dict__[key] for key in _CAPTUM_ATTRIBUTES if key in module.__dict__}
+            for module in self.model.modules()
+        }
+        try:
+            for canonizer in self.canonizers:
+                canonizer.apply(self.model)
+                self.applied.append(canonizer)
+            self.module_rules = self._rules_for_leaves()
+            self._attach_rules()
+            self._disable_inplace()
+            self.state_dict_hook = self.model.register_state_dict_pre_hook(self._reattach_rules)
+        except BaseException:
+            self.exit()
+            raise
+
+    def exit(self) -> None:
+        """Remove hooks, rules and Captum's leftovers, then the canonizers (last applied first)."""
+        try:
+            if self.state_dict_hook is not None:
+                self.state_dict_hook.remove()
+                self.state_dict_hook = None
+            for module in self.model.modules():
+                for key in _CAPTUM_ATTRIBUTES:
+                    module.__dict__.pop(key, None)
+            for module, saved in self.saved_attributes.items():
+                module.__dict__.update(saved)
+            while self.inplace:
+                self.inplace.pop().inplace = True
+        finally:
+            while self.applied:
+                self.applied.pop().remove()
+
+    def _rules_for_leaves(self) -> dict[nn.Module, PropagationRule]:
+        rules: dict[nn.Module, PropagationRule] = {}
+        unsupported: list[str] = []
+        for name, module in _leaves(self.model):
+            if "rule" in module.__dict__:
+                rules[module] = module.__dict__["rule"]
+                continue
+            if type(module) in SUPPORTED_NON_LINEAR_LAYERS:
+                continue
+            factory = _rule_factory(module, self.rules)
+            if factory is None:
+                unsupported.append(f"{name or '<model>'} ({type(module).__module__}.{type(module).__qualname__})")
+            else:
+                rules[module] = factory()
+        if unsupported:
+            raise TypeError(
+                "canonized(): no LRP rule for these leaf modules: "
+                + ", ".join(unsupported)
+                + ". Set `module.rule` to a captum.attr PropagationRule for each of them, or add their type to "
+                "xai_plugins_captum.CANONIZED_RULES."
+            )
+        return rules
+
+    def _attach_rules(self) -> None:
+        for module, rule in self.module_rules.items():
+            if "rule" not in module.__dict__:
+                module.rule = rule
+
+    def _disable_inplace(self) -> None:
+        # A rule needs the layer's input as it was; an in-place activation overwrites it.
+        for module in self.module_rules:
+            if module.__dict__.get("inplace") is True:
+                module.inplace = False
+                self.inplace.append(module)
+
+    def _reattach_rules(self, module: nn.Module, prefix: str, keep_vars: bool) -> None:
+        # Captum's LRP deletes every ``rule`` at the end of ``attribute``; it takes the model's state dict at
+        # the start of the next call, before it looks for rules, so this keeps every call of the block alike.
+        self._attach_rules()
+
+
+@contextlib.contextmanager
+def canonized(
+    model: nn.Module,
+    canonizers: Sequence[Any] | None = None,
+    rules: Mapping[type, RuleFactory] | None = None,
+) -> Iterator[nn.Module]:
+    """Canonize ``model`` in place for Captum's ``LRP``/``LayerLRP`` for the duration of a ``with`` block.
+
+    ``canonizers`` defaults to :func:`xai_plugins.canonizers.canonizers_for` (raises for unsupported
+    families); ``rules`` defaults to :data:`CANONIZED_RULES`. Leaves that already carry a ``rule`` keep it.
+    Yields the model itself. On exit the model is restored exactly: parameters and buffers bitwise, forward
+    bitwise, no hooks, no ``rule`` or ``activations`` attributes left (those present before are put back)::
+
+        with canonized(model):
+            attribution, delta = LRP(model).attribute(x, target=3, return_convergence_delta=True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"canonized() expects a torch.nn.Module, got {type(model).__name__}")
+    chosen = canonizers_for(model) if canonizers is None else canonizers
+    canonization = _CaptumCanonization(model, chosen, CANONIZED_RULES if rules is None else rules)
+    canonization.enter()
+    try:
+        yield model
+    finally:
+        canonization.exit()
