@@ -1,0 +1,59 @@
+"""B-cos networks (Böhle, Fritz and Schiele, CVPR 2022; B-cos v2, TPAMI 2024) and B-cosification of
+standard CNNs (Arya et al., NeurIPS 2024), in pure PyTorch.
+
+Quick start::
+
+    from xai_plugins import bcos
+    model = bcos.create_model("bcos_resnet18", num_classes=10).eval()
+    x6 = bcos.encode_input(images)                 # [x, 1 - x]: 3 -> 6 channels
+    result = bcos.contributions(model, x6, target)  # contributions, dynamic_weights, logits, ...
+
+Names are imported lazily so that plugin discovery stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BcosConv2d": "xai_plugins.bcos.layers",
+    "BcosLinear": "xai_plugins.bcos.layers",
+    "LogitLayer": "xai_plugins.bcos.layers",
+    "patch_norms": "xai_plugins.bcos.layers",
+    "BatchNormUncentered2d": "xai_plugins.bcos.norms",
+    "GroupNormUncentered2d": "xai_plugins.bcos.norms",
+    "LayerNormUncentered2d": "xai_plugins.bcos.norms",
+    "PositionNormUncentered2d": "xai_plugins.bcos.norms",
+    "encode_input": "xai_plugins.bcos.encoding",
+    "decode_input": "xai_plugins.bcos.encoding",
+    "explanation_mode": "xai_plugins.bcos.mode",
+    "Contributions": "xai_plugins.bcos.explain",
+    "contributions": "xai_plugins.bcos.explain",
+    "bcos_contributions": "xai_plugins.bcos.explain",
+    "logit_bias": "xai_plugins.bcos.explain",
+    "create_model": "xai_plugins.bcos.factory",
+    "load_weights": "xai_plugins.bcos.factory",
+    "save_weights": "xai_plugins.bcos.factory",
+    "MODEL_BUILDERS": "xai_plugins.bcos.factory",
+    "to_bcos": "xai_plugins.bcos.convert",
+    "strip_biases": "xai_plugins.bcos.convert",
+    "set_b": "xai_plugins.bcos.convert",
+    "Bcosified": "xai_plugins.bcos.convert",
+    "SUPPORTED_ARCHITECTURES": "xai_plugins.bcos.convert",
+}
+_SUBMODULES = ("visualize", "train")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xai_plugins.bcos.{name}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'xai_plugins.bcos' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
