@@ -1,0 +1,88 @@
+"""Captum and Zennit adapters for B-cos explanations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.bcos.conftest import assert_same_state, calibrate, model_state
+from xai_plugins.bcos import contributions, create_model, encode_input, explanation_mode
+
+captum_attr = pytest.importorskip("captum.attr")
+zennit_attribution = pytest.importorskip("zennit.attribution")
+
+
+@pytest.fixture(scope="module")
+def model_and_inputs():
+    torch.manual_seed(0)
+    model = create_model("bcos_simple_cnn", num_classes=5)
+    calibrate(model, encode_input(torch.rand(8, 3, 16, 16)))
+    return model, encode_input(torch.rand(3, 3, 16, 16))
+
+
+def test_captum_bcos_attribution_equals_core_and_input_x_gradient(model_and_inputs):
+    from xai_plugins_captum import BcosAttribution
+
+    model, x6 = model_and_inputs
+    before = model_state(model)
+    attribution = BcosAttribution(model)
+    attr, delta = attribution.attribute(x6, target=[0, 2, 4], return_convergence_delta=True)
+    assert_same_state(before, model_state(model))
+    core = contributions(model, x6, [0, 2, 4])
+    torch.testing.assert_close(attr, core.contributions)
+    torch.testing.assert_close(delta, core.delta, rtol=0, atol=1e-4 * core.explained_logits.abs().max().item())
+    assert delta.abs().max() <= 1e-4 * (core.explained_logits - core.logit_bias).abs().max()
+    assert attribution.has_convergence_delta() and attribution.multiplies_by_inputs
+    with explanation_mode(model):
+        ixg = captum_attr.InputXGradient(model).attribute(x6.clone().requires_grad_(), target=[0, 2, 4])
+    torch.testing.assert_close(attr, ixg)
+    assert not x6.requires_grad
+
+
+def test_captum_tuple_inputs_and_metrics(model_and_inputs):
+    from captum.metrics import infidelity
+
+    from xai_plugins_captum import BcosAttribution
+
+    model, x6 = model_and_inputs
+    attribution = BcosAttribution(model)
+    (attr,) = attribution.attribute((x6,), target=1)
+    assert attr.shape == x6.shape
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.01
+        return noise, inputs - noise
+
+    torch.manual_seed(0)
+    score = infidelity(model, perturb, x6, attribution.attribute(x6, target=1), target=1)
+    assert score.shape == (3,) and torch.isfinite(score).all()
+
+
+def test_zennit_gradient_with_bcos_composite_yields_dynamic_weights(model_and_inputs):
+    from xai_plugins_zennit import BcosExplanation
+
+    model, x6 = model_and_inputs
+    before = model_state(model)
+    composite = BcosExplanation()
+    targets = torch.tensor([3, 1, 0])
+    with zennit_attribution.Gradient(model, composite) as attributor:
+        output, weights = attributor(x6, torch.eye(5)[targets])
+        assert all(m.explanation for m in model.modules() if hasattr(m, "set_explanation_mode"))
+    assert_same_state(before, model_state(model))
+    core = contributions(model, x6, targets)
+    torch.testing.assert_close(weights, core.dynamic_weights)
+    torch.testing.assert_close(output, core.logits)
+    torch.testing.assert_close((weights * x6).flatten(1).sum(1), core.explained_logits - core.logit_bias,
+                               rtol=1e-4, atol=0)
+
+
+def test_zennit_composite_restores_on_error(model_and_inputs):
+    from xai_plugins_zennit import BcosExplanation
+
+    model, _ = model_and_inputs
+    before = model_state(model)
+    composite = BcosExplanation()
+    with pytest.raises(ValueError, match="encode_input"):
+        with composite.context(model) as modified:
+            modified(torch.rand(1, 3, 16, 16))
+    assert_same_state(before, model_state(model))
