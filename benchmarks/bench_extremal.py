@@ -1,0 +1,194 @@
+"""Extremal perturbations: xai-plugins against the reference (TorchRay), side by side in one run.
+
+Not a test. Prints, for ResNet-50 and VGG-16 (random weights, seed 0, one synthetic image, areas 0.05/0.1/0.2):
+
+1. speed at 224x224: seconds per iteration of both, measured over a few iterations each, and the time of a
+   whole run extrapolated from them (the reference's default 800 iterations against our ``max_iter``, i.e. our
+   upper bound, without crediting early stopping);
+2. quality from complete runs of both (800 reference iterations; ours to convergence) on a smaller setting
+   that fits this machine (default ResNet-50 at 64x64 with step and sigma scaled to the image): wall time,
+   reward of each final mask (one evaluator for both), area error, IoU between our and the reference masks;
+3. images per second of ours for a batch of 8 in the quality setting (complete run).
+
+Usage: python benchmarks/bench_extremal.py [--threads 1] [--ref-iters 3] [--skip-speed] [--skip-quality]
+       [--size 64] [--images 2] [--batch-model resnet50] [--skip-batch] [--only-batch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import time
+
+import torch
+import torchvision
+
+from xai_plugins.extremal import extremal_perturbation
+from xai_plugins.extremal.perturbation import apply_pyramid, build_pyramid
+
+AREAS = (0.05, 0.1, 0.2)
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random backgrounds with a few bright blobs, roughly ImageNet-normalised."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 8, 8, generator=g)
+    images = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    for i in range(n):
+        for _ in range(3):
+            cy, cx, r = torch.rand(3, generator=g).tolist()
+            blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (0.01 + 0.03 * r))
+            images[i] += blob * torch.rand(3, 1, 1, generator=g)
+    return (images - images.mean()) / images.std()
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def evaluate(model: torch.nn.Module, image: torch.Tensor, target: int, masks: torch.Tensor, num_levels: int,
+             max_blur: float) -> tuple[list[float], list[float]]:
+    """Reward (target logit, preserve, no jitter) and area error of masks (A, H, W), same evaluator for both."""
+    pyramid = build_pyramid(image, num_levels, "blur", max_blur)
+    with torch.no_grad():
+        x = apply_pyramid(pyramid, masks, torch.zeros(masks.shape[0], dtype=torch.long))
+        rewards = model(x)[:, target].tolist()
+    errors = [abs(m.mean().item() - a) for m, a in zip(masks, AREAS)]
+    return rewards, errors
+
+
+def top_iou(a: torch.Tensor, b: torch.Tensor, area: float) -> float:
+    k = max(1, int(round(area * a.numel())))
+    sa = torch.zeros(a.numel(), dtype=torch.bool)
+    sb = torch.zeros(b.numel(), dtype=torch.bool)
+    sa[a.flatten().topk(k).indices] = True
+    sb[b.flatten().topk(k).indices] = True
+    return (sa & sb).sum().item() / (sa | sb).sum().item()
+
+
+def reference_run(model, image, target, max_iter, **kw):
+    from torchray.attribution.extremal_perturbation import extremal_perturbation as torchray_ep
+
+    masks, _ = torchray_ep(model, image, target, areas=list(AREAS), max_iter=max_iter, **kw)
+    return masks[:, 0]
+
+
+def speed(args: argparse.Namespace) -> None:
+    print("\n== speed at 224x224 (seconds per iteration measured; whole runs extrapolated) ==")
+    image = synthetic_images(1, 224)
+    for name in ("resnet50", "vgg16"):
+        model = build(name)
+        with torch.no_grad():
+            target = int(model(image).argmax())
+        start = time.perf_counter()
+        reference_run(model, image, target, args.ref_iters)
+        ref_iter = (time.perf_counter() - start) / args.ref_iters
+        start = time.perf_counter()
+        ours = extremal_perturbation(model, image, target, areas=AREAS, max_iter=args.our_iters, tol=0)
+        our_iter = (time.perf_counter() - start) / args.our_iters
+        ref_total = ref_iter * 800
+        our_total = our_iter * 80
+        print(f"{name}: reference {ref_iter:.2f} s/iter (measured over {args.ref_iters}) -> 800 iterations "
+              f"~ {ref_total:.0f} s (extrapolated); ours {our_iter:.2f} s/iter (measured over {args.our_iters}) "
+              f"-> at most 80 iterations ~ {our_total:.0f} s (extrapolated, no early-stopping credit); "
+              f"speed-up >= {ref_total / our_total:.1f}x")
+        del ours
+
+
+def quality(args: argparse.Namespace) -> None:
+    size = args.size
+    scale = size / 224
+    knobs = dict(step=max(2, round(7 * scale)), sigma=max(2.0, round(21 * scale)))
+    print(f"\n== quality from complete runs: {args.quality_model} at {size}x{size}, areas {AREAS}, "
+          f"step={knobs['step']} sigma={knobs['sigma']} max_blur=20 (the reference's fixed value) ==")
+    model = build(args.quality_model)
+    images = synthetic_images(args.images, size)
+    rows = []
+    for i in range(args.first_image, args.images):
+        image = images[i: i + 1]
+        with torch.no_grad():
+            target = int(model(image).argmax())
+        start = time.perf_counter()
+        ref_masks = reference_run(model, image, target, 800, **knobs)
+        ref_time = time.perf_counter() - start
+        ref_reward, ref_err = evaluate(model, image, target, ref_masks, 8, 20.0)
+        print(f"image {i} target {target}: reference 800 iterations {ref_time:.1f} s")
+        for domain in ("image", "extended"):
+            start = time.perf_counter()
+            ours = extremal_perturbation(model, image, target, areas=AREAS, seed=0, area_domain=domain, **knobs)
+            our_time = time.perf_counter() - start
+            our_masks = ours.masks[0, :, 0]
+            our_reward, our_err = evaluate(model, image, target, our_masks, 8, 20.0)
+            ious = [top_iou(a, b, area) for a, b, area in zip(our_masks, ref_masks, AREAS)]
+            rows.append((domain, ref_time, our_time, ref_err, our_err, ious))
+            print(f"  ours, area_domain={domain!r}: {our_time:.1f} s ({ref_time / our_time:.1f}x faster), "
+                  f"{int(ours.iterations[0])} iterations")
+            for j, area in enumerate(AREAS):
+                rel = (our_reward[j] - ref_reward[j]) / max(abs(ref_reward[j]), 1e-12)
+                print(f"    area {area:.2f}: reward ref {ref_reward[j]:.4f} ours {our_reward[j]:.4f} "
+                      f"({100 * rel:+.2f}%), mask area on the image ref {ref_masks[j].mean():.4f} "
+                      f"ours {our_masks[j].mean():.4f} (error ref {ref_err[j]:.4f} ours {our_err[j]:.4f}), "
+                      f"IoU(ours, ref) {ious[j]:.3f}")
+    for domain in ("image", "extended"):
+        sel = [r for r in rows if r[0] == domain]
+        ref_t = sum(r[1] for r in sel)
+        our_t = sum(r[2] for r in sel)
+        n = 3 * len(sel)
+        print(f"area_domain={domain!r} over {len(sel)} image(s): ref {ref_t:.1f} s, ours {our_t:.1f} s, speed-up "
+              f"{ref_t / our_t:.1f}x; mean area error ref {sum(sum(r[3]) for r in sel) / n:.4f} "
+              f"ours {sum(sum(r[4]) for r in sel) / n:.4f}; mean IoU {sum(sum(r[5]) for r in sel) / n:.3f}")
+    if not args.skip_batch:
+        throughput(args, knobs)
+
+
+def throughput(args: argparse.Namespace, knobs: dict) -> None:
+    """Images per second of ours for a batch of 8, complete run (early stopping active)."""
+    size = args.size
+    model = build(args.batch_model)
+    batch = synthetic_images(8, size, seed=1)
+    with torch.no_grad():
+        targets = model(batch).argmax(dim=1)
+    start = time.perf_counter()
+    result = extremal_perturbation(model, batch, targets, areas=AREAS, seed=0, **knobs)
+    elapsed = time.perf_counter() - start
+    print(f"\nbatch of 8 ({args.batch_model} {size}x{size}, 3 areas, complete run, iterations "
+          f"{result.iterations.tolist()}): {elapsed:.1f} s -> {8 / elapsed:.3f} images/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ref-iters", type=int, default=3)
+    parser.add_argument("--our-iters", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--first-image", type=int, default=0)
+    parser.add_argument("--quality-model", default="resnet50")
+    parser.add_argument("--batch-model", default="resnet50")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--only-batch", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"bench_extremal {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch "
+          f"{torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    if args.only_batch:
+        scale = args.size / 224
+        throughput(args, dict(step=max(2, round(7 * scale)), sigma=max(2.0, round(21 * scale))))
+        return
+    if not args.skip_speed:
+        speed(args)
+    if not args.skip_quality:
+        quality(args)
+
+
+if __name__ == "__main__":
+    main()

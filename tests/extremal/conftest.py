@@ -1,0 +1,95 @@
+"""Small models with known answers for the extremal perturbation tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+class RegionModel(torch.nn.Module):
+    """Two logits: a statistic of the pixels inside ``box`` and of those outside, times ``scale``.
+
+    With ``contrast=False`` the statistic is the mean intensity (the answer under the fade perturbation);
+    with ``contrast=True`` it is the mean squared deviation from 0.5 (removed by blurring noise).
+    """
+
+    def __init__(self, box: tuple[int, int, int, int] = (12, 44, 16, 48), size: int = 64, contrast: bool = False,
+                 scale: float = 100.0) -> None:
+        super().__init__()
+        region = torch.zeros(size, size)
+        region[box[0]:box[1], box[2]:box[3]] = 1
+        self.register_buffer("region", region)
+        self.contrast = contrast
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value = ((x - 0.5) ** 2).mean(1) * 4 if self.contrast else x.mean(1)
+        inside = (value * self.region).sum((1, 2)) / self.region.sum()
+        outside = (value * (1 - self.region)).sum((1, 2)) / (1 - self.region).sum()
+        return torch.stack([inside, outside], dim=1) * self.scale
+
+
+class SmallNet(torch.nn.Module):
+    """A tiny CNN with batch norm and dropout (training-mode behaviour differs from eval)."""
+
+    def __init__(self, classes: int = 5, extra: bool = False) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.conv2 = torch.nn.Conv2d(6, 8, 3, padding=1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.fc = torch.nn.Linear(8, classes)
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x)))))
+        out = self.fc(self.drop(h.mean(dim=(2, 3))))
+        return out if offset is None else out + offset
+
+
+def top_iou(masks: torch.Tensor, region: torch.Tensor) -> list[float]:
+    """IoU between the region and the ``region.sum()`` largest mask values, per mask of (N, H, W)."""
+    k = int(region.sum())
+    flat = masks.flatten(1)
+    chosen = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1).indices, True)
+    truth = region.flatten().bool()
+    return ((chosen & truth).sum(1) / (chosen | truth).sum(1)).tolist()
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """Everything an attributor must leave as it was."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
+    }
+
+
+def assert_same(model: torch.nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["requires_grad"] == before["requires_grad"]
+    assert after["training"] == before["training"]
+    assert after["hooks"] == before["hooks"]
+    for key, value in before["state"].items():
+        assert torch.equal(after["state"][key], value), key
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine this is faster and makes runs reproducible."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def noise() -> torch.Tensor:
+    return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def small_net() -> SmallNet:
+    torch.manual_seed(0)
+    return SmallNet().eval()

@@ -1,0 +1,158 @@
+"""The registered attributors and the Captum and Zennit adapters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xai_plugins
+from tests.extremal.conftest import SmallNet, assert_same, snapshot
+
+FAST = dict(step=4, sigma=8, max_iter=6)
+
+
+def test_registered_attributors_follow_the_contract(small_net):
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for name in ("extremal_perturbation", "channel_extremal_perturbation"):
+        attributor = xai_plugins.get("attributor", name)
+        before = snapshot(small_net)
+        for target in (1, [1, 2], torch.tensor([1, 2])):
+            out = attributor(small_net, images, target, max_iter=4, seed=0)
+            assert out.shape == images.shape and torch.isfinite(out).all()
+        again = attributor(small_net, images, [1, 2], max_iter=4, seed=0)
+        assert torch.equal(out, again)
+        assert_same(small_net, before)
+    assert xai_plugins.describe("attributor", "extremal_perturbation").paper.startswith("Fong, Patrick and Vedaldi")
+
+
+def test_channel_attribution_uses_the_given_layer(small_net):
+    attributor = xai_plugins.get("attributor", "channel_extremal_perturbation")
+    out = attributor(small_net, torch.rand(1, 3, 16, 16), 0, layer=small_net.conv1, area=0.5, max_iter=4)
+    assert out.shape == (1, 3, 16, 16) and out.max().item() == pytest.approx(1.0)
+
+
+class TwoInputNet(torch.nn.Module):
+    """Adds the logits of an RGB image and a one-channel image of the same size, plus an offset argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rgb = SmallNet()
+        self.depth = torch.nn.Sequential(torch.nn.Conv2d(1, 5, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                         torch.nn.Flatten())
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.rgb(rgb) + self.depth(depth)
+        return out if offset is None else out + offset
+
+
+def test_captum_attribute_conventions(small_net):
+    captum_ep = pytest.importorskip("xai_plugins_captum").ExtremalPerturbation
+    from captum.attr import PerturbationAttribution
+
+    explainer = captum_ep(small_net)
+    assert isinstance(explainer, PerturbationAttribution)
+    images = torch.rand(2, 3, 16, 16)
+    before = snapshot(small_net)
+    for target in (0, [0, 3], torch.tensor([0, 3])):
+        out = explainer.attribute(images, target=target, areas=(0.1, 0.2), **FAST)
+        assert out.shape == images.shape and torch.isfinite(out).all()
+    offset = torch.randn(2, 5)
+    out = explainer.attribute(images, target=1, additional_forward_args=(offset,), **FAST)
+    assert out.shape == images.shape
+    assert_same(small_net, before)
+
+    two = TwoInputNet().eval()
+    depth = torch.rand(2, 1, 16, 16)
+    rgb_attr, depth_attr = captum_ep(two).attribute((images, depth), target=[1, 2], additional_forward_args=offset,
+                                                    **FAST)
+    assert rgb_attr.shape == images.shape and depth_attr.shape == depth.shape
+    assert torch.equal(rgb_attr[:, :1], depth_attr)
+
+
+def test_captum_noise_tunnel_and_metrics(small_net):
+    captum_ep = pytest.importorskip("xai_plugins_captum").ExtremalPerturbation
+    from captum.attr import NoiseTunnel
+    from captum.metrics import infidelity, sensitivity_max
+
+    explainer = captum_ep(small_net)
+    images = torch.rand(2, 3, 16, 16)
+    smooth = NoiseTunnel(explainer).attribute(images, nt_samples=2, nt_type="smoothgrad", stdevs=0.05,
+                                              target=[0, 1], **FAST)
+    assert smooth.shape == images.shape and torch.isfinite(smooth).all()
+
+    with torch.no_grad():
+        sens = sensitivity_max(explainer.attribute, images, target=[0, 1], n_perturb_samples=2, **FAST)
+    assert sens.shape == (2,) and torch.isfinite(sens).all()
+
+    attributions = explainer.attribute(images, target=[0, 1], **FAST)
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.01
+        return noise, inputs - noise
+
+    infid = infidelity(small_net, perturb, images, attributions, target=[0, 1], n_perturb_samples=2)
+    assert infid.shape == (2,) and torch.isfinite(infid).all()
+
+
+def test_captum_bad_input_messages(small_net):
+    captum_ep = pytest.importorskip("xai_plugins_captum").ExtremalPerturbation
+    explainer = captum_ep(small_net)
+    with pytest.raises(ValueError, match="ExtremalPerturbation expects images of shape \\(N, C, H, W\\); got an "
+                                         "input of shape \\(2, 48\\)"):
+        explainer.attribute(torch.rand(2, 48), target=0)
+    with pytest.raises(ValueError, match="tuple targets for multi-dimensional outputs are not supported"):
+        explainer.attribute(torch.rand(2, 3, 8, 8), target=(0, 1))
+    with pytest.raises(ValueError, match="ExtremalPerturbation needs a target"):
+        explainer.attribute(torch.rand(2, 3, 8, 8))
+
+
+def test_captum_layer_extremal_perturbation(small_net):
+    layer_ep = pytest.importorskip("xai_plugins_captum").LayerExtremalPerturbation
+    from captum.attr import LayerAttribution
+
+    explainer = layer_ep(small_net, small_net.conv2)
+    assert isinstance(explainer, LayerAttribution)
+    images = torch.rand(2, 3, 16, 16)
+    before = snapshot(small_net)
+    out = explainer.attribute(images, target=[0, 2], areas=(0.25,), max_iter=6)
+    assert out.shape == (2, 8, 16, 16) and torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, out[:, :, :1, :1].expand_as(out))  # one value per channel
+    offset = torch.randn(2, 5)
+    out = layer_ep(small_net, small_net.conv1).attribute(images, target=1, additional_forward_args=offset,
+                                                         max_iter=4)
+    assert out.shape == (2, 6, 16, 16)
+    assert_same(small_net, before)
+
+
+def test_zennit_attributor(small_net):
+    zennit_ep = pytest.importorskip("xai_plugins_zennit").ExtremalPerturbation
+    from zennit.attribution import Attributor
+
+    images = torch.rand(2, 3, 16, 16)
+    before = snapshot(small_net)
+    with zennit_ep(small_net, areas=(0.1, 0.3), seed=0, **FAST) as attributor:
+        assert isinstance(attributor, Attributor)
+        output, relevance = attributor(images, torch.eye(5)[[1, 4]])
+    assert output.shape == (2, 5) and relevance.shape == images.shape and torch.isfinite(relevance).all()
+    from xai_plugins.extremal import extremal_perturbation
+
+    direct = extremal_perturbation(small_net, images, [1, 4], areas=(0.1, 0.3), seed=0, **FAST)
+    assert torch.allclose(relevance, direct.saliency().expand_as(images))
+    _, predicted = zennit_ep(small_net, **FAST)(images)
+    assert predicted.shape == images.shape
+    assert_same(small_net, before)
+
+
+def test_registered_attributors_accept_tuples(small_net):
+    images = torch.rand(2, 3, 16, 16)
+    for name in ("extremal_perturbation", "channel_extremal_perturbation"):
+        attributor = xai_plugins.get("attributor", name)
+        plain = attributor(small_net, images, [0, 1], max_iter=4, seed=0)
+        (as_tuple,) = attributor(small_net, (images,), [0, 1], max_iter=4, seed=0)
+        assert torch.equal(plain, as_tuple)
+    two = TwoInputNet().eval()
+    rgb, depth = xai_plugins.get("attributor", "extremal_perturbation")(
+        two, (images, torch.rand(2, 1, 16, 16)), 1, max_iter=4)
+    assert rgb.shape == images.shape and depth.shape == (2, 1, 16, 16)
