@@ -1,0 +1,95 @@
+"""The explanation methods the workbench compares, each as ``fn(model, inputs, target) -> attributions``.
+
+Inputs are what the model takes (the 6-channel encoding for B-cos models); the result has the inputs' shape.
+Methods that only apply to some models say so with ``applies_to`` (a recipe name predicate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from xai_plugins_workbench.lrp import LrpConfig, captum_lrp, zennit_lrp
+
+Attribute = Callable[[nn.Module, Tensor, Tensor], Tensor]
+BN_RECIPES = ("resnet", "densenet", "efficientnet")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named explanation method; ``applies_to(recipe)`` says which benchmark models it explains."""
+
+    name: str
+    label: str
+    fn: Attribute
+    applies_to: Callable[[str], bool]
+    conserving: bool = False
+
+
+def gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+    """Plain input gradient of the target logit (sensitivity), restoring the model's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = inputs.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(x)
+            (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
+    finally:
+        model.train(was_training)
+    return grad.detach()
+
+
+def input_x_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+    """Input times gradient of the target logit."""
+    return inputs.detach() * gradient(model, inputs, target)
+
+
+def extremal_mask(model: nn.Module, inputs: Tensor, target: Tensor, *, area: float = 0.1,
+                  max_iter: int = 150) -> Tensor:
+    """The extremal perturbation preservation mask of the given area (Fong et al., ICCV 2019), repeated over
+    the input channels; settings scaled to the image size (the paper used 224x224)."""
+    from xai_plugins.extremal.spatial import extremal_perturbation
+
+    size = min(inputs.shape[-2:])
+    result = extremal_perturbation(model, inputs, target, areas=(area,), max_iter=max_iter,
+                                   step=max(2, size // 16), sigma=size / 8, max_blur=size / 8)
+    return result.masks[:, 0].expand_as(inputs).detach()
+
+
+def bcos_contributions(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
+    """B-cos contributions ``x * W(x)[target]`` (they sum to the logit minus the logit bias)."""
+    from xai_plugins.bcos import contributions
+
+    return contributions(model, inputs, target).contributions.detach()
+
+
+def _any(recipe: str) -> bool:
+    return True
+
+
+def _bn(recipe: str) -> bool:
+    return recipe in BN_RECIPES
+
+
+def _standard(recipe: str) -> bool:
+    return recipe != "bcos"
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("gradient", "Gradient", gradient, _any),
+    Method("input_x_gradient", "Input x Gradient", input_x_gradient, _any),
+    Method("lrp_zennit_plain", "LRP (Zennit, plain)",
+           lambda m, x, t: zennit_lrp(m, x, t, LrpConfig(canonize=False)), _bn, conserving=True),
+    Method("lrp_zennit_canonized", "LRP (Zennit, canonized)",
+           lambda m, x, t: zennit_lrp(m, x, t, LrpConfig(canonize=True)), _bn, conserving=True),
+    Method("lrp_captum_plain", "LRP (Captum, plain)",
+           lambda m, x, t: captum_lrp(m, x, t, canonize=False), _bn, conserving=True),
+    Method("lrp_captum_canonized", "LRP (Captum, canonized)",
+           lambda m, x, t: captum_lrp(m, x, t, canonize=True), _bn, conserving=True),
+    Method("extremal", "Extremal perturbation (10%)", extremal_mask, _standard),
+    Method("bcos", "B-cos contributions", bcos_contributions, lambda r: r == "bcos", conserving=True),
+)}
