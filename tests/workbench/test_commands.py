@@ -1,0 +1,95 @@
+"""The workbench commands: evaluate (table, JSON, plot), explain (own model and image), demo (figure, report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xai_plugins_workbench import demo_cli
+from xai_plugins_workbench.evaluate import EvalSettings, evaluate, headline, markdown_table, write_report
+
+pytest.importorskip("zennit")
+pytest.importorskip("captum")
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="xai-plugins")
+    demo_cli.register_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_evaluate_writes_table_json_and_plot(checkpoint_dir, tmp_path):
+    settings = EvalSettings(models=("resnet", "densenet"), methods=("lrp_zennit_plain", "lrp_zennit_canonized",
+                                                                    "gradient"),
+                            metrics=("mass_accuracy", "pointing_game", "region_aopc", "conservation"), images=4,
+                            batch_size=4, checkpoint_dir=checkpoint_dir)
+    rows = evaluate(settings, progress=False)
+    assert [(r["model"], r["method"]) for r in rows] == [("resnet", "lrp_zennit_plain"),
+                                                         ("resnet", "lrp_zennit_canonized"), ("resnet", "gradient")]
+    assert settings.skipped == ["model densenet: no checkpoint"]
+    for row in rows:
+        assert "error" not in row, row
+        assert 0 <= row["mass_accuracy"]["mean"] <= 1 and row["mass_accuracy"]["n"] == 4
+    assert rows[2]["conservation"]["n"] == 0  # gradient does not claim conservation
+    assert headline(rows)[0]["model"] == "resnet" and "mass_accuracy" in headline(rows)[0]
+    paths = write_report(rows, settings, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert len(data["rows"]) == 3 and data["headline"]
+    text = paths["markdown"].read_text()
+    assert "Canonized vs plain LRP" in text and "LRP (Zennit, canonized)" in text
+    assert paths["plot"].stat().st_size > 1000
+    assert markdown_table(rows, settings.metrics).count("\n") == 4
+
+
+def test_evaluate_rejects_unknown_names(checkpoint_dir):
+    with pytest.raises(ValueError, match="unknown methods lime; choose from"):
+        evaluate(EvalSettings(methods=("lime",), checkpoint_dir=checkpoint_dir), progress=False)
+
+
+def test_explain_command_on_a_torchvision_model(tmp_path, capsys):
+    torchvision = pytest.importorskip("torchvision")
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    weights = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    image = tmp_path / "image.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(image)
+    out = tmp_path / "out.png"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    code = _run(["explain", "--model", "torchvision:resnet18", "--weights", str(weights), "--image", str(image),
+                 "--method", "lrp", "--target", "1", "--size", "32", "-o", str(out)])
+    assert code == 0 and out.stat().st_size > 1000
+    assert "explained class 1" in capsys.readouterr().out
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    code = _run(["explain", "--model", "torchvision:resnet18", "--weights", str(weights), "--image", str(image),
+                 "--method", "gradient", "--size", "32", "-o", str(out)])
+    assert code == 0
+
+
+def test_explain_errors_name_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="must be torchvision:NAME, registry:NAME or checkpoint:RECIPE"):
+        _run(["explain", "--model", "resnet50", "--image", "x.png"])
+    with pytest.raises(FileNotFoundError, match="weights file .* does not exist"):
+        _run(["explain", "--model", "torchvision:resnet18", "--weights", str(tmp_path / "no.pt"),
+              "--image", "x.png"])
+
+
+def test_demo_writes_figure_and_report(checkpoint_dir, tmp_path):
+    from xai_plugins_workbench.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", images=2, metric_images=4, checkpoint_dir=checkpoint_dir, progress=False)
+    assert result.figure.stat().st_size > 10_000
+    html = result.report.read_text()
+    assert "<table>" in html and "demo.png" in html and "LRP (Zennit, canonized)" in html
+    assert any("densenet: no checkpoint" in m for m in result.missing)
+    rows = json.loads(result.metrics.read_text())["rows"]
+    assert {r["model"] for r in rows} == {"resnet", "bcos"}
+    assert all("error" not in r for r in rows), rows
