@@ -1,0 +1,53 @@
+"""ExplainFix (Gaudio et al., WIREs Data Mining and Knowledge Discovery 2023) for PyTorch.
+
+Fixed spatial filters, their spectra (ExplainSteer) and channel pruning:
+
+- :func:`dct_basis` — the orthonormal DCT-II basis of any kernel shape.
+- :func:`fix_spatial_filters` — initialise spatial convolutions with a registered method and freeze them.
+- :func:`explain_steer` / :func:`plot_spectra` — ExplainSteer: energy of each layer's spatial filters by DCT
+  basis filter, by frequency and by orientation, optionally weighted by gradient saliency.
+- :func:`prune_spatial_filters` — zero the least salient spatial filters and remove emptied channels with
+  torch.fx graph surgery.
+
+Names load lazily so that plugin discovery stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "dct_basis": "xai_plugins.explainfix.basis",
+    "frequency_order": "xai_plugins.explainfix.basis",
+    "spatial_convs": "xai_plugins.explainfix.spatial",
+    "NoSpatialConvError": "xai_plugins.explainfix.spatial",
+    "dct_basis_init": "xai_plugins.explainfix.initializers",
+    "dct_steered": "xai_plugins.explainfix.initializers",
+    "ghaar": "xai_plugins.explainfix.initializers",
+    "psine": "xai_plugins.explainfix.initializers",
+    "guided_steered": "xai_plugins.explainfix.initializers",
+    "GuidedSteering": "xai_plugins.explainfix.initializers",
+    "FixReport": "xai_plugins.explainfix.fixing",
+    "UnknownMethodError": "xai_plugins.explainfix.fixing",
+    "fix_spatial_filters": "xai_plugins.explainfix.fixing",
+    "SpectraResult": "xai_plugins.explainfix.explainsteer",
+    "explain_steer": "xai_plugins.explainfix.explainsteer",
+    "spatial_filter_saliency": "xai_plugins.explainfix.saliency",
+    "plot_spectra": "xai_plugins.explainfix.plotting",
+    "PruneResult": "xai_plugins.explainfix.pruning",
+    "PruneError": "xai_plugins.explainfix.pruning",
+    "prune_spatial_filters": "xai_plugins.explainfix.pruning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'xai_plugins.explainfix' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

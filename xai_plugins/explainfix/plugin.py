@@ -1,0 +1,26 @@
+"""Registers the ExplainFix initializers of spatial filters (import strings keep discovery cheap)."""
+
+from __future__ import annotations
+
+from xai_plugins import hookimpl
+
+PAPER = ("Gaudio, Faloutsos, Smailagic, Costa, Campilho, ExplainFix: Explainable Spatially Fixed Deep "
+         "Networks, WIREs Data Mining and Knowledge Discovery 2023")
+MODEL_TYPES = ("torch.nn.Conv1d", "torch.nn.Conv2d", "torch.nn.Conv3d")
+MODULE = "xai_plugins.explainfix.initializers"
+
+
+@hookimpl
+def xai_register_initializers(register) -> None:
+    """Register dct_basis, dct_steered, ghaar, psine and the guided_steered factory."""
+    register("dct_basis", f"{MODULE}:dct_basis_init", paper=PAPER, model_types=MODEL_TYPES,
+             summary="each spatial filter is one orthonormal DCT-II basis filter")
+    register("dct_steered", f"{MODULE}:dct_steered", paper=PAPER, model_types=MODEL_TYPES,
+             summary="random steering of the low-frequency DCT-II basis filters")
+    register("ghaar", f"{MODULE}:ghaar", paper=PAPER, model_types=MODEL_TYPES,
+             summary="generalised Haar filters: steered separable cosines of random frequency")
+    register("psine", f"{MODULE}:psine", paper=PAPER, model_types=MODEL_TYPES,
+             summary="polynomial combinations of separable random sine waves")
+    register("guided_steered", f"{MODULE}:guided_steered", paper=PAPER, model_types=MODEL_TYPES,
+             summary="factory: guided_steered(source_model) fits DCT steering to its filters, returns init",
+             factory=True, example_shapes=[[8, 4, 3, 3], [6, 1, 3, 3]])
