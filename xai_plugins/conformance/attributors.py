@@ -1,0 +1,221 @@
+"""Checks of attributors ``attributor(model, inputs, target, **kwargs) -> Tensor``: output shape and dtype,
+Captum's target and input conventions, batch of N equals N singles, determinism under a seed, the model
+(and the input) left exactly as they were, also when the model raises, and clear errors on bad targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from xai_plugins.conformance.checks import check
+from xai_plugins.conformance.common import (
+    InjectedFailure,
+    assert_restored,
+    expect_clear_error,
+    failing_forward,
+    forward,
+    last_leaf,
+)
+from xai_plugins.conformance.fixtures import Example, call_kwargs, examples_for, seeded, tolerance
+from xai_plugins.conformance.results import CheckFailure, CheckSkipped
+from xai_plugins.conformance.state import relative_difference, snapshot
+from xai_plugins.registry import Component
+
+DEFAULT_TOLERANCE = 1e-4
+DETERMINISM_TOLERANCE = 1e-6
+SEED = 1234
+
+
+def example(component: Component) -> tuple[Example, nn.Module, torch.Tensor, int]:
+    """The first example model, its input batch and its number of classes."""
+    ex = examples_for(component)[0]
+    model, x = ex.model(), ex.inputs()
+    out = forward(model, x)
+    if out.dim() != 2:
+        raise CheckSkipped(f"the example model {ex.label} outputs shape {tuple(out.shape)}, not (batch, classes); "
+                           "pass example_model= a classifier")
+    return ex, model, x, out.shape[1]
+
+
+def attribute(component: Component, model: nn.Module, inputs: Any, target: Any, seed: int = SEED) -> Any:
+    """Call the attributor with the suite's seed and the component's ``example_kwargs``."""
+    with seeded(seed):
+        return component.load()(model, inputs, target, **call_kwargs(component))
+
+
+def _as_tensor(result: Any, inputs: torch.Tensor, how: str) -> torch.Tensor:
+    if not isinstance(result, torch.Tensor):
+        raise CheckFailure(f"{how} returned {type(result).__name__}, not a torch.Tensor")
+    if result.shape != inputs.shape:
+        raise CheckFailure(f"{how} returned shape {tuple(result.shape)}; it must have the input's shape "
+                           f"{tuple(inputs.shape)}")
+    return result
+
+
+def _targets(n: int, classes: int) -> list[int]:
+    return [(3 * i + 1) % classes for i in range(n)]
+
+
+@check("output", "attributor")
+def check_output(component: Component) -> str:
+    """Returns a finite tensor with the input's shape and dtype."""
+    ex, model, x, classes = example(component)
+    result = _as_tensor(attribute(component, model, x, 1 % classes), x, "attributor(model, inputs, int)")
+    if result.dtype != x.dtype:
+        raise CheckFailure(f"returned dtype {result.dtype}; it must be the input's dtype {x.dtype}")
+    bad = (~torch.isfinite(result)).sum().item()
+    if bad:
+        raise CheckFailure(f"{bad} of {result.numel()} attribution values are not finite (NaN or inf)")
+    if result.requires_grad:
+        raise CheckFailure("the attribution still requires grad; return a detached tensor")
+    return f"shape {tuple(result.shape)}, dtype {result.dtype}, finite on {ex.label}"
+
+
+@check("targets", "attributor")
+def check_targets(component: Component) -> tuple[str, float, float]:
+    """Accepts Captum's target forms: an int (same class for the batch), a list and a tensor of per-sample
+    classes, all giving the same attributions."""
+    tol = tolerance(component, DEFAULT_TOLERANCE)
+    _, model, x, classes = example(component)
+    n, t = x.shape[0], 1 % classes
+    forms: dict[str, Any] = {"int": t, "list": [t] * n, "tensor": torch.full((n,), t, dtype=torch.long)}
+    results = {}
+    for name, target in forms.items():
+        try:
+            results[name] = _as_tensor(attribute(component, model, x, target), x, f"target as {name}")
+        except CheckFailure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the unsupported form is the finding
+            raise CheckFailure(f"target as {name} ({target!r}) is not accepted: {type(exc).__name__}: {exc}") from exc
+    per_sample = _targets(n, classes)
+    as_list = attribute(component, model, x, per_sample)
+    as_tensor = attribute(component, model, x, torch.tensor(per_sample))
+    worst = max(relative_difference(results["int"], results["list"]),
+                relative_difference(results["int"], results["tensor"]),
+                relative_difference(as_list, as_tensor))
+    if not worst <= tol:
+        raise CheckFailure(f"int, list and tensor targets give different attributions: {worst:.3g} relative "
+                           f"(tolerance {tol:g})", worst, tol)
+    return f"int, list and tensor targets agree ({worst:.2g} relative)", worst, tol
+
+
+@check("tuple_inputs", "attributor")
+def check_tuple_inputs(component: Component) -> tuple[str, float, float]:
+    """Accepts Captum's tuple form ``(inputs,)`` and returns a 1-tuple equal to the tensor result."""
+    tol = tolerance(component, DEFAULT_TOLERANCE)
+    _, model, x, classes = example(component)
+    plain = attribute(component, model, x, 1 % classes)
+    try:
+        result = attribute(component, model, (x,), 1 % classes)
+    except Exception as exc:  # noqa: BLE001 - the unsupported form is the finding
+        raise CheckFailure(f"inputs as a 1-tuple (Captum's convention) are not accepted: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    if not (isinstance(result, tuple) and len(result) == 1):
+        raise CheckFailure(f"inputs given as a 1-tuple must give a 1-tuple back (Captum's convention), got "
+                           f"{type(result).__name__}")
+    rel = relative_difference(plain, _as_tensor(result[0], x, "tuple input"))
+    if not rel <= tol:
+        raise CheckFailure(f"tuple and tensor inputs give different attributions ({rel:.3g} relative)", rel, tol)
+    return f"1-tuple in, 1-tuple out, equal to the tensor result ({rel:.2g})", rel, tol
+
+
+@check("batch_equals_singles", "attributor")
+def check_batch_equals_singles(component: Component) -> tuple[str, float, float]:
+    """A batch of N with per-sample targets equals N single-sample calls (same seed) within the tolerance."""
+    tol = tolerance(component, DEFAULT_TOLERANCE)
+    _, model, x, classes = example(component)
+    targets = _targets(x.shape[0], classes)
+    batch = _as_tensor(attribute(component, model, x, targets), x, "the batch call")
+    worst, where = 0.0, 0
+    for i, t in enumerate(targets):
+        single = _as_tensor(attribute(component, model, x[i:i + 1], t), x[i:i + 1], f"single call {i}")
+        rel = relative_difference(single, batch[i:i + 1])
+        if rel >= worst:
+            worst, where = rel, i
+    if not worst <= tol:
+        raise CheckFailure(f"the batch differs from single-sample calls: sample {where} differs by {worst:.3g} of "
+                           f"its max |attribution| (tolerance {tol:g})", worst, tol)
+    return f"batch of {len(targets)} equals singles ({worst:.2g} relative)", worst, tol
+
+
+@check("deterministic", "attributor")
+def check_deterministic(component: Component) -> tuple[str, float, float]:
+    """Two calls under the same seed give the same attributions."""
+    _, model, x, classes = example(component)
+    targets = _targets(x.shape[0], classes)
+    first = attribute(component, model, x, targets)
+    second = attribute(component, model, x, targets)
+    rel = relative_difference(first, second)
+    if not rel <= DETERMINISM_TOLERANCE:
+        raise CheckFailure(f"two calls under the same seed differ by {rel:.3g} relative "
+                           f"(tolerance {DETERMINISM_TOLERANCE:g})", rel, DETERMINISM_TOLERANCE)
+    return f"same seed, same attributions ({rel:.2g} relative)", rel, DETERMINISM_TOLERANCE
+
+
+def _prepare_user_model(model: nn.Module, training: bool) -> Any:
+    """Give the model what a user's model may have: a frozen parameter, a stored .grad and a user hook."""
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[-1].grad = torch.full_like(params[-1], 0.5)
+    handle = last_leaf(model).register_forward_hook(lambda m, a, o: None)
+    model.train(training)
+    return handle
+
+
+@check("restores_model", "attributor")
+def check_restores_model(component: Component) -> str:
+    """The model is left exactly as it was (parameters and buffers bitwise, requires_grad, .grad, training
+    mode of every module, hooks, attributes), in eval and in training mode, and the input is not modified."""
+    _, model, x, classes = example(component)
+    for training in (False, True):
+        _prepare_user_model(model, training)
+        before = snapshot(model)
+        x_before = x.clone()
+        attribute(component, model, x, _targets(x.shape[0], classes))
+        assert_restored(model, before, f"after a call on a model in {'training' if training else 'eval'} mode")
+        if not torch.equal(x, x_before) or x.requires_grad:
+            raise CheckFailure("the input tensor was modified (values or requires_grad); work on a copy")
+    return "model (eval and training mode) and input unchanged"
+
+
+@check("restores_on_error", "attributor")
+def check_restores_on_error(component: Component) -> str:
+    """When the model raises inside the call, the error propagates and the model is still restored."""
+    _, model, x, classes = example(component)
+    _prepare_user_model(model, False)
+    with failing_forward(model):
+        before = snapshot(model)
+        try:
+            attribute(component, model, x, _targets(x.shape[0], classes))
+        except Exception as exc:  # noqa: BLE001 - any error raised out of the failing forward is fine
+            if not isinstance(exc, InjectedFailure) and not _caused_by_injection(exc):
+                raise CheckFailure(f"the model's error was replaced by an unrelated {type(exc).__name__}: {exc}"
+                                   ) from exc
+        else:
+            raise CheckFailure("the model's forward raised but the attributor returned normally; let the error "
+                               "propagate")
+        assert_restored(model, before, "after the model raised during the call")
+    return "model restored after its forward raised"
+
+
+def _caused_by_injection(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, InjectedFailure) or "injected failure" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@check("clear_errors", "attributor")
+def check_clear_errors(component: Component) -> str:
+    """A target out of range is rejected with an error that names the target, and the model is untouched."""
+    _, model, x, classes = example(component)
+    before = snapshot(model)
+    message = expect_clear_error(lambda: attribute(component, model, x, classes + 3),
+                                 f"target {classes + 3} for a model with {classes} classes", ("target",))
+    assert_restored(model, before, "after rejecting a bad target")
+    return message
