@@ -1,0 +1,31 @@
+"""The plugin module the entry point names: it only registers, so discovery stays cheap.
+
+Components are given as import strings, so their modules are imported only when a component is used. The
+``extra`` keywords tell the conformance suite what to check them on (see xai-plugins' docs/conformance.md).
+"""
+
+from __future__ import annotations
+
+import xai_plugins
+
+PAPER_GXI = "Shrikumar, Greenside, Shcherbina and Kundaje, Not Just a Black Box, arXiv 2016"
+PAPER_CANONIZATION = ("Pahde, Yolcu, Binder, Samek and Lapuschkin, Optimizing Explanations by Network "
+                      "Canonization and Hyperparameter Search, CVPRW 2023")
+
+
+@xai_plugins.hookimpl
+def xai_register_attributors(register) -> None:
+    """Register the gradient x input attributor (any model, so the suite uses its own reference models)."""
+    register("example_gxi", "xai_plugins_example.attributors:gradient_x_input",
+             summary="Gradient times input of the target logit (example plugin)",
+             paper=PAPER_GXI, tolerance=1e-5)
+
+
+@xai_plugins.hookimpl
+def xai_register_canonizers(register) -> None:
+    """Register the canonizer with the small model it is meant for, so the suite can build one."""
+    register("example_sequential_bn", "xai_plugins_example.canonizers:SequentialMergeBatchNorm",
+             summary="Merge BatchNorm into the preceding conv inside nn.Sequential (example plugin)",
+             paper=PAPER_CANONIZATION, model_types=("torch.nn.Sequential",),
+             example_model="xai_plugins_example.models:tiny_convnet",
+             example_model_kwargs={"num_classes": 4}, example_input_shape=(2, 3, 16, 16))
