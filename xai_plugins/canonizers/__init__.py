@@ -7,8 +7,7 @@ Pure torch; the canonizers have Zennit's duck-typed interface (``apply(model) ->
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "canonizers_for": "xai_plugins.canonizers.selection",
@@ -34,14 +33,4 @@ _EXPORTS: dict[str, str] = {
     "RelationNetworkCanonizer": "xai_plugins.canonizers.relation_network",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'xai_plugins.canonizers' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,7 @@ Names are imported lazily, so importing the package costs nothing until one is u
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DigitsOnCanvas": "xai_plugins.evaluation.dataset",
@@ -25,16 +24,4 @@ _EXPORTS: dict[str, str] = {
 }
 _SUBMODULES = ("metrics", "dataset", "models", "training")
 
-__all__ = sorted([*_EXPORTS, *_SUBMODULES])
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"xai_plugins.evaluation.{name}")
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'xai_plugins.evaluation' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

@@ -14,8 +14,7 @@ Names load lazily so that plugin discovery stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "dct_basis": "xai_plugins.explainfix.basis",
@@ -40,14 +39,4 @@ _EXPORTS: dict[str, str] = {
     "prune_spatial_filters": "xai_plugins.explainfix.pruning",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'xai_plugins.explainfix' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

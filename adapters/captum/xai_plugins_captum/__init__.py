@@ -6,8 +6,7 @@ family's adapter only imports what it needs.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "canonized": "xai_plugins_captum.canonizers",
@@ -17,14 +16,4 @@ _EXPORTS: dict[str, str] = {
     "BcosAttribution": "xai_plugins_captum.bcos",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'xai_plugins_captum' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

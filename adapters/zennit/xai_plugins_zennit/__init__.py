@@ -5,8 +5,7 @@ Names are loaded lazily from the submodule of their family, so importing this pa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "canonizers_for": "xai_plugins_zennit.canonizers",
@@ -14,14 +13,4 @@ _EXPORTS: dict[str, str] = {
     "BcosExplanation": "xai_plugins_zennit.bcos",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'xai_plugins_zennit' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
