@@ -7,18 +7,17 @@ input masks and channel masks.
 
 from __future__ import annotations
 
-from xai_plugins.extremal.attributors import channel_extremal_attribution, extremal_attribution
-from xai_plugins.extremal.channels import ChannelExtremalResult, channel_extremal_perturbation
-from xai_plugins.extremal.rewards import contrastive_reward, simple_reward
-from xai_plugins.extremal.spatial import ExtremalResult, extremal_perturbation
+from xai_plugins._lazy import lazy_exports
 
-__all__ = [
-    "ChannelExtremalResult",
-    "ExtremalResult",
-    "channel_extremal_attribution",
-    "channel_extremal_perturbation",
-    "contrastive_reward",
-    "extremal_attribution",
-    "extremal_perturbation",
-    "simple_reward",
-]
+_EXPORTS: dict[str, str] = {
+    "ChannelExtremalResult": "xai_plugins.extremal.channels",
+    "ExtremalResult": "xai_plugins.extremal.spatial",
+    "channel_extremal_attribution": "xai_plugins.extremal.attributors",
+    "channel_extremal_perturbation": "xai_plugins.extremal.channels",
+    "contrastive_reward": "xai_plugins.extremal.rewards",
+    "extremal_attribution": "xai_plugins.extremal.attributors",
+    "extremal_perturbation": "xai_plugins.extremal.spatial",
+    "simple_reward": "xai_plugins.extremal.rewards",
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
