@@ -47,6 +47,7 @@ class Canonizer:
     def __init__(self) -> None:
         self._undo: list[Callable[[], None]] = []
         self._claimed: set[int] = set()
+        self._fresh: dict[int, torch.Tensor] = {}
         self._model: weakref.ReferenceType[nn.Module] | None = None
         self._handle: CanonizerHandle | None = None
 
@@ -95,6 +96,7 @@ class Canonizer:
     def _unwind(self) -> None:
         while self._undo:
             self._undo.pop()()
+        self._fresh.clear()
 
     # -- recording editors -------------------------------------------------------------------------------
 
@@ -119,6 +121,11 @@ class Canonizer:
         """Whether this canonizer has changed ``module``."""
         return id(module) in self._claimed and _OWNERS.get(module) is self
 
+    def is_fresh(self, tensor: torch.Tensor | None) -> bool:
+        """Whether ``tensor`` is a parameter this canonizer created (so it may be updated in place: it is not
+        the user's tensor and nothing outside the canonizer has seen it before ``apply`` returns)."""
+        return tensor is not None and self._fresh.get(id(tensor)) is tensor
+
     def swap_parameter(self, module: nn.Module, name: str, value: torch.Tensor | None) -> None:
         """Replace parameter ``name`` of ``module`` by a new ``Parameter`` holding ``value`` (or by ``None``).
 
@@ -132,6 +139,7 @@ class Canonizer:
             reference = old if old is not None else module._parameters.get("weight")
             requires_grad = reference.requires_grad if reference is not None else True
             new = nn.Parameter(value.detach(), requires_grad=requires_grad)
+            self._fresh[id(new)] = new
         module._parameters[name] = new
         self._undo.append(lambda: module._parameters.__setitem__(name, old))
 

@@ -37,6 +37,7 @@ __all__ = [
     "MergeBatchNormFollowing",
     "MergeBatchNormPreceding",
     "batchnorm_affine",
+    "batchnorm_affines",
     "merge_following",
     "merge_preceding",
     "neutralize_batchnorm",
@@ -78,6 +79,41 @@ def batchnorm_affine(bn: _BatchNorm) -> tuple[Tensor, Tensor]:
     return a, b
 
 
+def _relu_terms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(threshold, d, flip)`` with ``relu(a*x + b) == a*ThresholdReLU(threshold, flip)(x) + d`` per channel."""
+    zero = a == 0
+    threshold = torch.where(zero, torch.zeros_like(a), -b / torch.where(zero, torch.ones_like(a), a))
+    return threshold, torch.where(zero, b.clamp(min=0), b), a < 0
+
+
+def batchnorm_affines(bns: Sequence[_BatchNorm]) -> dict[int, tuple[Tensor, ...]]:
+    """``{id(bn): (a, b, threshold, d, flip)}`` for many BatchNorms at once: ``(a, b)`` bitwise equal to
+    :func:`batchnorm_affine` for each, the rest the terms of a following merge through a ReLU.
+
+    The per-channel arithmetic is elementwise, so BatchNorms sharing dtype and device are concatenated and
+    computed in one pass (a DenseNet has 120 of them; one pass instead of 120 saves most of the small-op
+    overhead). BatchNorms without running statistics or affine parameters are left to ``batchnorm_affine``.
+    """
+    groups: dict[tuple, list[_BatchNorm]] = {}
+    for bn in bns:
+        if (isinstance(bn, _BatchNorm) and bn.running_mean is not None and bn.running_var is not None
+                and bn.weight is not None and bn.bias is not None):
+            key = (bn.running_var.dtype, bn.weight.dtype, bn.running_var.device)
+            groups.setdefault(key, []).append(bn)
+    result: dict[int, tuple[Tensor, ...]] = {}
+    for members in groups.values():
+        sizes = [bn.num_features for bn in members]
+        var = torch.cat([bn.running_var for bn in members])
+        eps = torch.cat([var.new_full((bn.num_features,), bn.eps) for bn in members]) \
+            if len({bn.eps for bn in members}) > 1 else members[0].eps
+        a = torch.rsqrt(var + eps) * torch.cat([bn.weight for bn in members])
+        b = -torch.cat([bn.running_mean for bn in members]) * a + torch.cat([bn.bias for bn in members])
+        parts = [t.split(sizes) for t in (a, b, *_relu_terms(a, b))]
+        for bn, *terms in zip(members, *parts):
+            result[id(bn)] = tuple(terms)
+    return result
+
+
 def _identity_forward(self: nn.Module, input: Tensor) -> Tensor:
     return input.clone()
 
@@ -103,22 +139,31 @@ def _channels_out(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
-def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot) -> None:
-    """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that feeds it."""
+def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot,
+                    affine: tuple[Tensor, ...] | None = None) -> None:
+    """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that feeds it.
+
+    ``affine`` is the BN's precomputed terms (from :func:`batchnorm_affines`), if available."""
     layer, bn = _at(layer_slot), _at(bn_slot)
     if not _is_linear(layer):
         raise TypeError(f"BatchNorm can only be merged into a Linear or convolution, got {type(layer).__name__}")
     if bn.num_features != _channels_out(layer):
         raise ValueError(f"cannot merge {type(bn).__name__}({bn.num_features}) into {type(layer).__name__} with "
                          f"{_channels_out(layer)} output channels: channel counts differ")
-    a, b = batchnorm_affine(bn)
+    a, b = batchnorm_affine(bn) if affine is None else affine[:2]
     weight = layer.weight
     a, b = a.to(weight.dtype), b.to(weight.dtype)
     shape = [1] * weight.dim()
     shape[_out_axis(layer)] = -1
-    bias = b if layer.bias is None else torch.addcmul(b, layer.bias, a)
-    editor.swap_parameter(layer, "weight", weight * a.view(shape))
-    editor.swap_parameter(layer, "bias", bias)
+    if editor.is_fresh(weight) and editor.is_fresh(layer.bias):
+        # both already replaced by this canonizer (e.g. DenseNet's conv1 after its following merge): update the
+        # canonizer's own tensors in place, one pass over the weight instead of a second copy
+        weight.mul_(a.view(shape))
+        layer.bias.mul_(a).add_(b)
+    else:
+        bias = b if layer.bias is None else torch.addcmul(b, layer.bias, a)
+        editor.swap_parameter(layer, "weight", weight * a.view(shape))
+        editor.swap_parameter(layer, "bias", bias)
     if isinstance(layer, PositionalBiasConv2d):
         editor.swap_buffer(layer, "bias_kernel", layer.bias_kernel * a.view(-1, 1, 1, 1))
     neutralize_batchnorm(editor, bn)
@@ -147,12 +192,13 @@ def _zero_padded(conv: _ConvNd) -> bool:
 
 
 def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, layer_slot: Slot,
-                    between: Sequence[nn.Module] = ()) -> None:
+                    between: Sequence[nn.Module] = (), affine: tuple[Tensor, ...] | None = None) -> None:
     """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that it feeds.
 
     ``act_slot`` is the ReLU between them (replaced by a :class:`ThresholdReLU`) or ``None`` if the BN feeds
     the layer directly. ``between`` lists modules between activation and layer that act per channel and keep
-    constants constant (global average pooling, flatten), which a Linear layer may sit behind.
+    constants constant (global average pooling, flatten), which a Linear layer may sit behind. ``affine`` is
+    the BN's precomputed terms (from :func:`batchnorm_affines`), if available.
     """
     bn, layer = _at(bn_slot), _at(layer_slot)
     if not _is_linear(layer):
@@ -165,7 +211,7 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     if bn.num_features != in_channels:
         raise ValueError(f"cannot merge {type(bn).__name__}({bn.num_features}) into the following "
                          f"{type(layer).__name__} with {in_channels} input channels: channel counts differ")
-    a, b = batchnorm_affine(bn)
+    a, b = batchnorm_affine(bn) if affine is None else affine[:2]
     if act_slot is None:
         d = b
     else:
@@ -173,13 +219,8 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
         if type(act) is not nn.ReLU:
             raise TypeError(f"only ReLU can sit between a BatchNorm and the layer it is merged into, got "
                             f"{type(act).__name__}")
-        zero = a == 0
-        if bool(zero.any()):
-            threshold = torch.where(zero, torch.zeros_like(a), -b / torch.where(zero, torch.ones_like(a), a))
-            d = torch.where(zero, b.clamp(min=0), b)
-        else:
-            threshold, d = -b / a, b
-        editor.set_child(*act_slot, ThresholdReLU(threshold, flip=a < 0))
+        threshold, d, flip = _relu_terms(a, b) if affine is None else affine[2:]
+        editor.set_child(*act_slot, ThresholdReLU(threshold, flip=flip))
     weight = layer.weight
     a_in, d_in = _per_input(layer, a.to(weight.dtype)), _per_input(layer, d.to(weight.dtype))
     bias = layer.bias if layer.bias is not None else weight.new_zeros(_channels_out(layer))
@@ -187,7 +228,9 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     if isinstance(layer, nn.Linear):
         bias = bias + weight @ d.to(weight.dtype)
     elif layer.groups == 1 and not _zero_padded(layer) and not isinstance(layer, PositionalBiasConv2d):
-        bias = bias + weight.flatten(2).sum(2) @ d.to(weight.dtype)
+        per_input = weight.flatten(2)
+        per_input = per_input.squeeze(2) if per_input.shape[2] == 1 else per_input.sum(2)
+        bias = bias + per_input @ d.to(weight.dtype)
     else:
         taps = (weight * d_in).sum(1, keepdim=True)
         if isinstance(layer, PositionalBiasConv2d):

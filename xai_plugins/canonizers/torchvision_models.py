@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers.base import Canonizer
-from xai_plugins.canonizers.batchnorm import merge_following, merge_preceding, sequential_pairs
+from xai_plugins.canonizers.batchnorm import batchnorm_affines, merge_following, merge_preceding, sequential_pairs
 from xai_plugins.canonizers.modules import Concat, Gate, Sum
 
 __all__ = [
@@ -158,14 +158,16 @@ class TorchvisionCanonizer(Canonizer):
             self.restructure(model)
             self._gates()
             merged: set[int] = set()
+            affines = batchnorm_affines([m for m in self._modules_before if isinstance(m, _BatchNorm)])
             for bn_slot, act_slot, layer_slot, between in self._following:
-                merged.add(id(bn_slot[0]._modules[bn_slot[1]]))
-                merge_following(self, bn_slot, act_slot, layer_slot, between)
+                bn = bn_slot[0]._modules[bn_slot[1]]
+                merged.add(id(bn))
+                merge_following(self, bn_slot, act_slot, layer_slot, between, affines.get(id(bn)))
             for layer_slot, bn_slot in self._preceding + sequential_pairs(self._modules_before):
                 bn = bn_slot[0]._modules[bn_slot[1]]
                 if id(bn) not in merged:
                     merged.add(id(bn))
-                    merge_preceding(self, layer_slot, bn_slot)
+                    merge_preceding(self, layer_slot, bn_slot, affines.get(id(bn)))
             self._check_all_merged(model)
         finally:
             del self._modules_before, self._following, self._preceding
