@@ -7,7 +7,10 @@ introduced, the rules that Zennit's layer maps do not know about:
 - :class:`~xai_plugins.canonizers.modules.Sum` → :class:`SumRule` (relevance split in proportion to the
   summands, as Zennit's ``Norm`` does for its own ``Sum``),
 - :class:`~xai_plugins.canonizers.modules.Gate` → :class:`SignalTakesAllRule` (all relevance to the signal),
-- :class:`~xai_plugins.canonizers.modules.ThresholdReLU` → Zennit's ``Pass``.
+- :class:`~xai_plugins.canonizers.modules.ThresholdReLU` → Zennit's ``Pass``,
+- convolutions → :class:`ZPlusFallbackRule`, which completes the composite's z⁺ rule where a unit has no
+  positive contribution (z⁺ would divide by the stabiliser and lose its relevance); attached only in models with
+  negative-valued activations (SiLU, Hardswish, …) and active only where the composite's rule is z⁺.
 
 These rules are independent of the composite, so any composite (``EpsilonPlusFlat``, ``EpsilonGammaBox``,
 a custom ``LayerMapComposite``) gets them; the composite's own layer map still decides convolutions, linear
@@ -21,13 +24,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from zennit.core import Hook, RemovableHandleList, stabilize
-from zennit.rules import Pass
+from zennit.rules import AlphaBeta, Pass, ZPlus
 
 from xai_plugins.canonizers.base import Canonizer
 from xai_plugins.canonizers.modules import Gate, Sum, ThresholdReLU
 from xai_plugins.canonizers.selection import canonizers_for as _core_canonizers_for
 
-__all__ = ["SignalTakesAllRule", "SumRule", "ZennitCanonizer", "canonizers_for", "default_rules", "for_zennit"]
+__all__ = ["MIXED_SIGN_ACTIVATIONS", "SignalTakesAllRule", "SumRule", "ZPlusFallbackRule", "ZennitCanonizer",
+           "canonizers_for", "default_rules", "for_zennit", "zplus_fallback"]
 
 
 def _reduce_to(tensor: Tensor, like: Tensor) -> Tensor:
@@ -69,13 +73,80 @@ class SignalTakesAllRule(Hook):
         return SignalTakesAllRule()
 
 
+def _composite_uses_zplus(module: nn.Module, own: Hook) -> bool:
+    """Whether another Zennit rule registered on ``module`` is z⁺ (``ZPlus`` or ``AlphaBeta(1, 0)``)."""
+    for hook in module._forward_hooks.values():
+        rule = getattr(hook, "__self__", None)
+        if rule is own:
+            continue
+        if isinstance(rule, ZPlus) or (isinstance(rule, AlphaBeta) and rule.alpha == 1 and rule.beta == 0):
+            return True
+    return False
+
+
+class ZPlusFallbackRule(Hook):
+    """Completes z⁺ on a convolution: units without any positive contribution get the z⁻ rule instead.
+
+    z⁺ divides a unit's relevance by the sum of its positive contributions ``x_i w_i > 0`` (biases ignored). A
+    depthwise unit has only 9 or 25 inputs (fewer at borders), so with mixed-sign inputs (Hardswish, SiLU) it
+    happens that none is positive; the relevance that unit received is then divided by the stabiliser and
+    lost. This rule hands such a unit's relevance to its negative contributions in proportion (the z⁻ rule), so
+    every unit with any non-zero contribution conserves. It is registered by the canonizer *before* the
+    composite's rule, so its backward runs after it (closer to the input) and adds the missing share to the
+    composite's result. It does nothing if the composite's rule on the module is not z⁺.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        super().__init__()
+        self.stabilizer = stabilizer
+
+    def forward(self, module: nn.Module, input: tuple[Tensor, ...], output: Tensor) -> None:
+        self.stored_tensors["input"] = input[0].detach() if _composite_uses_zplus(module, self) else None
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        x = self.stored_tensors.get("input")
+        if x is None or grad_input[0] is None:
+            return None
+        relevance = grad_output[0]
+        if abs(float(relevance.sum() - grad_input[0].sum())) <= 1e-6 * float(relevance.abs().sum()):
+            return None  # the composite's z⁺ conserved here (within rounding): nothing to complete
+        weight = module.weight.detach()
+        with torch.enable_grad():
+            x_pos = x.clamp(min=0).requires_grad_()
+            x_neg = x.clamp(max=0).requires_grad_()
+            positive = module._conv_forward(x_pos, weight.clamp(min=0), None) + \
+                module._conv_forward(x_neg, weight.clamp(max=0), None)
+            negative = module._conv_forward(x_pos, weight.clamp(max=0), None) + \
+                module._conv_forward(x_neg, weight.clamp(min=0), None)
+        lost = torch.where(positive == 0, grad_output[0], torch.zeros_like(grad_output[0]))
+        if not bool(lost.any()):
+            return None
+        grad_pos, grad_neg = torch.autograd.grad(negative, (x_pos, x_neg), lost / stabilize(negative, self.stabilizer))
+        return (grad_input[0] + x_pos.detach() * grad_pos + x_neg.detach() * grad_neg, *grad_input[1:])
+
+    def copy(self) -> ZPlusFallbackRule:
+        return ZPlusFallbackRule(self.stabilizer)
+
+
 def default_rules() -> list[tuple[type[nn.Module], Callable[[nn.Module], Hook | None]]]:
     """``(module type, factory)`` pairs: the rule each explicit module gets (``None``: no rule)."""
     return [
         (Sum, lambda module: SumRule()),
         (Gate, lambda module: SignalTakesAllRule() if module.signal_takes_all else None),
         (ThresholdReLU, lambda module: Pass()),
+        (nn.Conv2d, zplus_fallback),
     ]
+
+
+MIXED_SIGN_ACTIVATIONS = (nn.SiLU, nn.Hardswish, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.LeakyReLU,
+                          nn.PReLU, nn.Tanh, nn.Softsign, nn.Tanhshrink)
+"""Activations with negative outputs: behind them a unit can receive relevance with no positive contribution."""
+
+
+def zplus_fallback(module: nn.Module) -> ZPlusFallbackRule:
+    """Rule factory for convolutions; :class:`ZennitCanonizer` uses it only in models with an activation from
+    :data:`MIXED_SIGN_ACTIVATIONS` (in ReLU networks z⁺ conserves, and the extra hook would only cost time)."""
+    return ZPlusFallbackRule()
 
 
 class ZennitCanonizer:
@@ -101,10 +172,12 @@ class ZennitCanonizer:
             return [self]
         self.canonizer.apply(root_module)
         try:
-            for module in root_module.modules():
+            modules = list(root_module.modules())
+            mixed_sign = any(type(module) in MIXED_SIGN_ACTIVATIONS for module in modules)
+            for module in modules:
                 for module_type, factory in self.rules:
                     if isinstance(module, module_type):
-                        rule = factory(module)
+                        rule = factory(module) if mixed_sign or factory is not zplus_fallback else None
                         if rule is not None:
                             self._rule_handles.append(rule.register(module))
                         break
