@@ -37,7 +37,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from xai_plugins_workbench.evaluate import DEFAULT_METRICS, EvalSettings, evaluate, write_report
 
     settings = EvalSettings(images=args.images, seed=args.seed, batch_size=args.batch_size,
-                            metrics=args.metrics or DEFAULT_METRICS)
+                            metrics=args.metrics or DEFAULT_METRICS, metrics_backend=args.metrics_backend)
     if args.models:
         settings.models = args.models
     if args.methods:
@@ -128,6 +128,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=64, help="test images (default: 64)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metrics-backend", choices=("quantus", "torch"), default="quantus",
+                   help="compute the metrics Quantus has through Quantus (default) or our batched torch ones")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=cmd_evaluate)

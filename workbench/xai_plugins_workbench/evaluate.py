@@ -110,6 +110,18 @@ METRICS: dict[str, MetricSpec] = {m.key: m for m in (
     MetricSpec("conservation", "Conservation error (relative)", False, _conservation),
 )}
 DEFAULT_METRICS = tuple(k for k, m in METRICS.items() if not m.expensive)
+METRICS_BACKENDS = {"torch": "xai_plugins.evaluation.metrics (batched torch)",
+                    "quantus": "Quantus 0.6 where it has the metric, torch for the rest"}
+
+
+def _metric_functions(backend: str, keys: Sequence[str]) -> dict[str, Metric]:
+    """The function per metric key: Quantus' for the metrics it has with ``backend="quantus"``, else torch."""
+    functions = {k: METRICS[k].fn for k in keys}
+    if backend == "quantus":
+        from xai_plugins_workbench.quantus_metrics import QUANTUS_METRICS
+
+        functions.update({k: QUANTUS_METRICS[k] for k in keys if k in QUANTUS_METRICS})
+    return functions
 
 
 @dataclass
@@ -123,6 +135,7 @@ class EvalSettings:
     batch_size: int = 16
     seed: int = 0
     checkpoint_dir: Path | None = None
+    metrics_backend: str = "torch"
     skipped: list[str] = field(default_factory=list)
 
 
@@ -136,6 +149,7 @@ def evaluate(settings: EvalSettings, *, progress: bool = True) -> list[dict[str,
     """One row per (model, method) with ``mean``/``sem``/``n`` per metric; failures are recorded, not raised."""
     _check(settings.methods, METHODS, "methods")
     _check(settings.metrics, METRICS, "metrics")
+    _check([settings.metrics_backend], METRICS_BACKENDS, "metrics backend")
     present = set(available_checkpoints(settings.checkpoint_dir))
     models = [m for m in settings.models if m in present]
     settings.skipped.extend(f"model {m}: no checkpoint" for m in settings.models if m not in present)
@@ -158,6 +172,7 @@ def _evaluate_one(recipe: str, model: nn.Module, method: Method, images: Tensor,
     scores: dict[str, list[Tensor]] = {k: [] for k in settings.metrics}
     row: dict[str, Any] = {"model": recipe, "method": method.name, "label": method.label}
     generator = torch.Generator().manual_seed(settings.seed)
+    functions = _metric_functions(settings.metrics_backend, settings.metrics)
     try:
         for start in range(0, len(images), settings.batch_size):
             sl = slice(start, start + settings.batch_size)
@@ -165,7 +180,7 @@ def _evaluate_one(recipe: str, model: nn.Module, method: Method, images: Tensor,
             sample = Sample(recipe, model, inputs, images[sl], labels[sl], masks[sl], method, generator)
             attributions = method.fn(model, inputs, labels[sl])
             for key in settings.metrics:
-                scores[key].append(METRICS[key].fn(sample, attributions).detach().float())
+                scores[key].append(functions[key](sample, attributions).detach().float())
             if bar is not None:
                 bar.update(1)
     except Exception as exc:  # noqa: BLE001 - a failing method is a result to report, not a crash
