@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xai_plugins.conformance.state import ModelState, diff_states, snapshot
+
 
 class Block(nn.Module):
     """conv-BN-ReLU-conv-BN plus identity, then ReLU (a ResNet basic block)."""
@@ -129,23 +131,6 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def snapshot(model: nn.Module) -> dict:
-    """Everything a component must leave as it was: tensors, requires_grad, training flags, hooks."""
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "hooks": {n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                  for n, m in model.named_modules()},
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    """Assert ``model`` matches a :func:`snapshot` bitwise."""
-    after = snapshot(model)
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["training"] == before["training"]
-    assert after["hooks"] == before["hooks"]
-    assert after["state"].keys() == before["state"].keys()
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v), k
+def assert_unchanged(model: nn.Module, before: ModelState) -> None:
+    """Assert ``model`` matches a :func:`snapshot` exactly (the conformance suite's full snapshot)."""
+    assert diff_states(before, snapshot(model)) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xai_plugins.conformance.state import ModelState, diff_states, snapshot
+
 
 class RegionModel(torch.nn.Module):
     """Two logits: a statistic of the pixels inside ``box`` and of those outside, times ``scale``.
@@ -56,23 +58,9 @@ def top_iou(masks: torch.Tensor, region: torch.Tensor) -> list[float]:
     return ((chosen & truth).sum(1) / (chosen | truth).sum(1)).tolist()
 
 
-def snapshot(model: torch.nn.Module) -> dict:
-    """Everything an attributor must leave as it was."""
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
-    }
-
-
-def assert_same(model: torch.nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["training"] == before["training"]
-    assert after["hooks"] == before["hooks"]
-    for key, value in before["state"].items():
-        assert torch.equal(after["state"][key], value), key
+def assert_same(model: torch.nn.Module, before: ModelState) -> None:
+    """Assert the model is exactly as in the ``snapshot`` taken before (the conformance suite's full snapshot)."""
+    assert diff_states(before, snapshot(model)) == []
 
 
 @pytest.fixture(autouse=True)
