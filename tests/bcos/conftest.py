@@ -1,23 +1,12 @@
-"""Shared fixtures of the B-cos tests: one intra-op thread (the test machine is a shared 2-core CPU, where
-two OpenMP threads per process spin against each other) and BN calibration of freshly built models."""
+"""Shared fixtures of the B-cos tests: BN calibration of freshly built models (one intra-op thread for every
+test comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import torch
 from torch import nn
 
 from xai_plugins.bcos.norms import BatchNormUncentered2d
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @torch.no_grad()

@@ -1,22 +1,8 @@
-"""Canonizer tests run single-threaded: the models are small and thread contention on shared CPUs costs more
-than parallelism gains."""
+"""Canonizer test fixtures (torch runs single-threaded for every test, see tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture

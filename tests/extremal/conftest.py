@@ -63,15 +63,6 @@ def assert_same(model: torch.nn.Module, before: ModelState) -> None:
     assert diff_states(before, snapshot(model)) == []
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine this is faster and makes runs reproducible."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def noise() -> torch.Tensor:
     return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -21,15 +21,6 @@ def _randomise_bn(model: torch.nn.Module, seed: int) -> None:
             m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The workbench's commands run torch on one thread; so do these tests (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory):
     """ResNet and B-cos checkpoints with random weights (and random BatchNorm statistics)."""

@@ -1,0 +1,22 @@
+"""Fixtures shared by every test: torch runs on one intra-op thread.
+
+The test models are small, and on a shared 2-core CPU two OpenMP threads per process spin against each other
+(measured up to 10x slower); one thread also makes float reductions run in one fixed order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
