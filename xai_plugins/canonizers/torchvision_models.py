@@ -177,6 +177,14 @@ class TorchvisionCanonizer(Canonizer):
         self.set_child(parent, name, module)
         return module
 
+    def residual_sums(self, block_classes: type | tuple[type, ...], forward: Callable[..., Tensor],
+                      adds_residual: Callable[[nn.Module], bool] = lambda block: block.use_res_connect) -> None:
+        """Give every block of ``block_classes`` that adds a residual an explicit :class:`Sum` and ``forward``."""
+        for block in self._modules_before:
+            if isinstance(block, block_classes) and adds_residual(block):
+                self.add(block, "xai_residual", Sum())
+                self.override_forward(block, forward)
+
     def head(self, model: nn.Module, body: Callable[[nn.Module, Tensor], Tensor], pool: str, head: str) -> None:
         """Override the top-level forward: ``head(flatten(pool(body(x))))`` with a ``Flatten`` module."""
         self.add(model, "xai_flatten", nn.Flatten(1))
@@ -273,11 +281,7 @@ class EfficientNetCanonizer(TorchvisionCanonizer):
 
     def restructure(self, model: nn.Module) -> None:
         blocks = (_tv("models.efficientnet", "MBConv"), _tv("models.efficientnet", "FusedMBConv"))
-        for block in self._modules_before:
-            if isinstance(block, blocks):
-                if block.use_res_connect:
-                    self.add(block, "xai_residual", Sum())
-                    self.override_forward(block, _mbconv_forward)
+        self.residual_sums(blocks, _mbconv_forward)
         self.head(model, _features_body, "avgpool", "classifier")
 
 
@@ -289,11 +293,7 @@ class MobileNetV2Canonizer(TorchvisionCanonizer):
     family = "mobilenet_v2"
 
     def restructure(self, model: nn.Module) -> None:
-        block_class = _tv("models.mobilenetv2", "InvertedResidual")
-        for block in self._modules_before:
-            if isinstance(block, block_class) and block.use_res_connect:
-                self.add(block, "xai_residual", Sum())
-                self.override_forward(block, _mobilenet_v2_residual_forward)
+        self.residual_sums(_tv("models.mobilenetv2", "InvertedResidual"), _mobilenet_v2_residual_forward)
         self.add(model, "xai_pool", nn.AdaptiveAvgPool2d((1, 1)))
         self.head(model, _features_body, "xai_pool", "classifier")
 
@@ -306,11 +306,7 @@ class MobileNetV3Canonizer(TorchvisionCanonizer):
     family = "mobilenet_v3"
 
     def restructure(self, model: nn.Module) -> None:
-        block_class = _tv("models.mobilenetv3", "InvertedResidual")
-        for block in self._modules_before:
-            if isinstance(block, block_class) and block.use_res_connect:
-                self.add(block, "xai_residual", Sum())
-                self.override_forward(block, _mobilenet_v3_residual_forward)
+        self.residual_sums(_tv("models.mobilenetv3", "InvertedResidual"), _mobilenet_v3_residual_forward)
         self.head(model, _features_body, "avgpool", "classifier")
 
 
@@ -322,9 +318,6 @@ class RegNetCanonizer(TorchvisionCanonizer):
     family = "regnet"
 
     def restructure(self, model: nn.Module) -> None:
-        block_class = _tv("models.regnet", "ResBottleneckBlock")
-        for block in self._modules_before:
-            if isinstance(block, block_class):
-                self.add(block, "xai_residual", Sum())
-                self.override_forward(block, _regnet_block_forward)
+        self.residual_sums(_tv("models.regnet", "ResBottleneckBlock"), _regnet_block_forward,
+                           adds_residual=lambda block: True)
         self.head(model, _regnet_body, "avgpool", "fc")
