@@ -94,23 +94,28 @@ def batchnorm_affines(bns: Sequence[_BatchNorm]) -> dict[int, tuple[Tensor, ...]
     computed in one pass (a DenseNet has 120 of them; one pass instead of 120 saves most of the small-op
     overhead). BatchNorms without running statistics or affine parameters are left to ``batchnorm_affine``.
     """
-    groups: dict[tuple, list[_BatchNorm]] = {}
+    groups: dict[tuple, list[tuple[_BatchNorm, Tensor, Tensor, Tensor, Tensor]]] = {}
     for bn in bns:
-        if (isinstance(bn, _BatchNorm) and bn.running_mean is not None and bn.running_var is not None
-                and bn.weight is not None and bn.bias is not None):
-            key = (bn.running_var.dtype, bn.weight.dtype, bn.running_var.device)
-            groups.setdefault(key, []).append(bn)
+        if not isinstance(bn, _BatchNorm):
+            continue
+        buffers, parameters = bn._buffers, bn._parameters
+        mean, var = buffers.get("running_mean"), buffers.get("running_var")
+        weight, bias = parameters.get("weight"), parameters.get("bias")
+        if mean is not None and var is not None and weight is not None and bias is not None:
+            groups.setdefault((var.dtype, weight.dtype, var.device), []).append((bn, mean, var, weight, bias))
     result: dict[int, tuple[Tensor, ...]] = {}
     for members in groups.values():
-        sizes = [bn.num_features for bn in members]
-        var = torch.cat([bn.running_var for bn in members])
-        eps = torch.cat([var.new_full((bn.num_features,), bn.eps) for bn in members]) \
-            if len({bn.eps for bn in members}) > 1 else members[0].eps
-        a = torch.rsqrt(var + eps) * torch.cat([bn.weight for bn in members])
-        b = -torch.cat([bn.running_mean for bn in members]) * a + torch.cat([bn.bias for bn in members])
-        parts = [t.split(sizes) for t in (a, b, *_relu_terms(a, b))]
-        for bn, *terms in zip(members, *parts):
-            result[id(bn)] = tuple(terms)
+        bns_, means, variances, weights, biases = zip(*members)
+        sizes = [bn.num_features for bn in bns_]
+        var = torch.cat(variances)
+        eps = torch.cat([var.new_full((bn.num_features,), bn.eps) for bn in bns_]) \
+            if len({bn.eps for bn in bns_}) > 1 else bns_[0].eps
+        a = torch.rsqrt(var + eps) * torch.cat(weights)
+        b = -torch.cat(means) * a + torch.cat(biases)
+        terms = torch.stack((a, b, *_relu_terms(a, b)[:2])).split(sizes, dim=1)
+        flips = (a < 0).split(sizes)
+        for bn, term, flip in zip(bns_, terms, flips):
+            result[id(bn)] = (*term.unbind(), flip)
     return result
 
 
@@ -192,13 +197,16 @@ def _zero_padded(conv: _ConvNd) -> bool:
 
 
 def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, layer_slot: Slot,
-                    between: Sequence[nn.Module] = (), affine: tuple[Tensor, ...] | None = None) -> None:
+                    between: Sequence[nn.Module] = (), affine: tuple[Tensor, ...] | None = None,
+                    then: tuple[Slot, tuple[Tensor, ...] | None] | None = None) -> None:
     """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that it feeds.
 
     ``act_slot`` is the ReLU between them (replaced by a :class:`ThresholdReLU`) or ``None`` if the BN feeds
     the layer directly. ``between`` lists modules between activation and layer that act per channel and keep
     constants constant (global average pooling, flatten), which a Linear layer may sit behind. ``affine`` is
-    the BN's precomputed terms (from :func:`batchnorm_affines`), if available.
+    the BN's precomputed terms (from :func:`batchnorm_affines`), if available. ``then`` is ``(slot, affine)``
+    of a BatchNorm the layer feeds (DenseNet's BN → ReLU → conv → BN): it is folded in the same pass, which
+    equals :func:`merge_preceding` afterwards but writes the new weight once.
     """
     bn, layer = _at(bn_slot), _at(layer_slot)
     if not _is_linear(layer):
@@ -219,20 +227,29 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
         if type(act) is not nn.ReLU:
             raise TypeError(f"only ReLU can sit between a BatchNorm and the layer it is merged into, got "
                             f"{type(act).__name__}")
-        threshold, d, flip = _relu_terms(a, b) if affine is None else affine[2:]
-        editor.set_child(*act_slot, ThresholdReLU(threshold, flip=flip))
+        if affine is None:
+            threshold, d, flip = _relu_terms(a, b)
+            activation = ThresholdReLU(threshold, flip=flip)
+        else:
+            threshold, d, flip = affine[2:]
+            activation = ThresholdReLU(threshold, flip=flip, copy=False)
+        editor.set_child(*act_slot, activation)
     weight = layer.weight
-    a_in, d_in = _per_input(layer, a.to(weight.dtype)), _per_input(layer, d.to(weight.dtype))
-    bias = layer.bias if layer.bias is not None else weight.new_zeros(_channels_out(layer))
+    if a.dtype != weight.dtype:
+        a, d = a.to(weight.dtype), d.to(weight.dtype)
     bias_kernel = None
     if isinstance(layer, nn.Linear):
-        bias = bias + weight @ d.to(weight.dtype)
+        shift = weight @ d
     elif layer.groups == 1 and not _zero_padded(layer) and not isinstance(layer, PositionalBiasConv2d):
         per_input = weight.flatten(2)
-        per_input = per_input.squeeze(2) if per_input.shape[2] == 1 else per_input.sum(2)
-        bias = bias + per_input @ d.to(weight.dtype)
+        shift = (per_input.squeeze(2) if per_input.shape[2] == 1 else per_input.sum(2)) @ d
     else:
-        taps = (weight * d_in).sum(1, keepdim=True)
+        shift = None
+    if shift is not None:
+        bias = shift if layer.bias is None else layer.bias + shift
+    else:
+        bias = layer.bias if layer.bias is not None else weight.new_zeros(_channels_out(layer))
+        taps = (weight * _per_input(layer, d)).sum(1, keepdim=True)
         if isinstance(layer, PositionalBiasConv2d):
             taps = taps + layer.bias_kernel
         if _zero_padded(layer):
@@ -248,11 +265,29 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
         replacement.bias.requires_grad_(layer.weight.requires_grad)
         editor.set_child(*layer_slot, replacement)
         layer = replacement
-    editor.swap_parameter(layer, "weight", weight * a_in)
+    new_weight = weight * _per_input(layer, a)
+    if then is not None:
+        next_slot, next_affine = then
+        next_bn = _at(next_slot)
+        if next_bn.num_features != _channels_out(layer):
+            raise ValueError(f"cannot merge {type(next_bn).__name__}({next_bn.num_features}) into "
+                             f"{type(layer).__name__} with {_channels_out(layer)} output channels: channel "
+                             "counts differ")
+        a_out, b_out = batchnorm_affine(next_bn) if next_affine is None else next_affine[:2]
+        a_out, b_out = a_out.to(weight.dtype), b_out.to(weight.dtype)
+        shape = [1] * weight.dim()
+        shape[_out_axis(layer)] = -1
+        new_weight.mul_(a_out.view(shape))
+        bias = torch.addcmul(b_out, bias, a_out)
+        if bias_kernel is not None:
+            bias_kernel = bias_kernel * a_out.view(-1, 1, 1, 1)
+    editor.swap_parameter(layer, "weight", new_weight)
     editor.swap_parameter(layer, "bias", bias)
     if bias_kernel is not None:
         editor.swap_buffer(layer, "bias_kernel", bias_kernel)
     neutralize_batchnorm(editor, bn)
+    if then is not None:
+        neutralize_batchnorm(editor, next_bn)
 
 
 def sequential_pairs(root: nn.Module | Iterable[nn.Module]) -> list[tuple[Slot, Slot]]:

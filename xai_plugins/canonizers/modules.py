@@ -87,13 +87,16 @@ class ThresholdReLU(nn.Module):
     ``t = -b/a`` and ``y = ThresholdReLU(t, flip=a<0)(x)``, so BN → ReLU → layer can be rewritten as
     ThresholdReLU → layer with ``a`` and the shift folded into the layer's weights and bias (Pahde et al.
     2023). ``threshold`` and ``flip`` have one entry per channel (dimension 1 of the input).
-    LRP rule: pass-through (relevance of the output goes unchanged to the input).
+    LRP rule: pass-through (relevance of the output goes unchanged to the input). ``copy=False`` keeps the
+    given tensors instead of copies (canonizers pass tensors they just computed and own).
     """
 
-    def __init__(self, threshold: Tensor, flip: Tensor | None = None) -> None:
+    def __init__(self, threshold: Tensor, flip: Tensor | None = None, copy: bool = True) -> None:
         super().__init__()
-        threshold = threshold.detach().clone()
-        flip = torch.zeros_like(threshold, dtype=torch.bool) if flip is None else flip.detach().bool().clone()
+        threshold = threshold.detach()
+        flip = torch.zeros_like(threshold, dtype=torch.bool) if flip is None else flip.detach().bool()
+        if copy:
+            threshold, flip = threshold.clone(), flip.clone()
         if threshold.dim() != 1 or flip.shape != threshold.shape:
             raise ValueError(f"threshold and flip must be 1-d with one entry per channel, got shapes "
                              f"{tuple(threshold.shape)} and {tuple(flip.shape)}")
