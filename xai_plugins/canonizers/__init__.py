@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "VGGCanonizer": "xai_plugins.canonizers.torchvision_models",
     "ResNetCanonizer": "xai_plugins.canonizers.torchvision_models",
     "DenseNetCanonizer": "xai_plugins.canonizers.torchvision_models",
+    "DenseNetUntangledCanonizer": "xai_plugins.canonizers.densenet_untangled",
     "EfficientNetCanonizer": "xai_plugins.canonizers.torchvision_models",
     "MobileNetV2Canonizer": "xai_plugins.canonizers.torchvision_models",
     "MobileNetV3Canonizer": "xai_plugins.canonizers.torchvision_models",

@@ -59,6 +59,12 @@ def xai_register_canonizers(register: Register) -> None:
         register(name, target, summary=summary, paper=PAPER, model_types=model_types, family="canonizers",
                  architecture=name, zennit="xai_plugins_zennit.canonizers_for",
                  captum="xai_plugins_captum.canonized", **examples)
+    register("densenet_untangled", "xai_plugins.canonizers.densenet_untangled:DenseNetUntangledCanonizer",
+             summary="torchvision DenseNet, the paper's untangling variant: each BN slice merged into its own conv "
+                     "copy",
+             paper=PAPER, model_types=("torchvision.models.DenseNet",), family="canonizers", architecture="densenet",
+             variant="untangled", zennit="xai_plugins_zennit.canonizers.for_zennit",
+             captum="xai_plugins_captum.canonized")
     for name, (target, summary) in _GENERIC.items():
         register(name, target, summary=summary, paper=PAPER, family="canonizers", architecture="generic")
 
