@@ -9,7 +9,7 @@ For ResNet-50, DenseNet-121 and EfficientNet-B0 (random weights, randomised Batc
 for ``xai_plugins_zennit.canonizers_for`` and for Zennit's own canonizer where it has one (``ResNetCanonizer``
 for ResNet; its generic ``SequentialMergeBatchNorm`` for the others, which is what Zennit offers there).
 
-Run: ``python benchmarks/bench_canonizers.py [--size 112] [--repeats 5] [--threads 1]``.
+Run: ``python benchmarks/bench_canonizers.py [--size 112] [--repeats 5] [--threads 1] [--clock cpu|wall]``.
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ ZENNIT_OWN: dict[str, tuple[str, Callable[[], list]]] = {
 }
 
 
+_CLOCK = time.process_time
+
+
 def _cpu_time(function: Callable[[], object]) -> float:
-    start = time.process_time()
+    """Time of one call on the chosen clock: process CPU time (default) or wall time (``--clock wall``)."""
+    start = _CLOCK()
     function()
-    return time.process_time() - start
+    return _CLOCK() - start
 
 
 def _apply_remove(model: torch.nn.Module, make: Callable[[], list]) -> None:
@@ -108,11 +112,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112, help="input height and width")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="process CPU time (sums all threads) or wall time (what a user waits with --threads > 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global _CLOCK
+    _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"{time.strftime('%Y-%m-%d %H:%M')} torch {torch.__version__}, input 1x3x{args.size}x{args.size}, "
-          f"{args.threads} thread(s), median process CPU time of {args.repeats} interleaved repeats "
-          "(4x for apply+remove)")
+          f"{args.threads} thread(s), median {'process CPU' if args.clock == 'cpu' else 'wall'} time of "
+          f"{args.repeats} interleaved repeats (4x for apply+remove)")
     header = (f"{'model':16s} {'canonizer':34s} {'apply+remove':>12s} {'LRP/grad':>9s} {'out change':>10s} "
               f"{'R sum/logit':>11s}")
     print(header)
