@@ -98,6 +98,19 @@ class NonAtomicCanonizer(MergeBatchNorm):
         return [self]
 
 
+class DirectWriteNonAtomicCanonizer(NonAtomicCanonizer):
+    """Broken like NonAtomicCanonizer, but edits the module dictionaries directly (no ``__setattr__``), as
+    canonizers that record their own edits do."""
+
+    def _swap(self, parent: nn.Module, name: str, module: nn.Module) -> None:
+        parent._modules[name] = module
+
+    def remove(self) -> None:
+        while self.saved:
+            parent, name, module = self.saved.pop()
+            parent._modules[name] = module
+
+
 class RefusingCanonizer(MergeBatchNorm):
     """Refuses to canonize a model that is already canonized, with a clear error (correct)."""
 

@@ -49,6 +49,26 @@ def test_canonizer_that_is_not_atomic():
         f"max abs diff {result_number(result.message)}; parameter 'conv1.bias' was added")
 
 
+def test_canonizer_that_is_not_atomic_and_writes_module_dictionaries_directly():
+    result = one("canonizer", C.DirectWriteNonAtomicCanonizer, "atomic_apply")
+    assert result.status == FAIL
+    assert result.message == (
+        "apply interrupted at mutation 2 of 4 (ReferenceNet._modules['bn1'] = Identity) on ReferenceNet, the model "
+        "was not restored: module 'conv1' was replaced (the same type, another object); parameter 'conv1.weight' "
+        f"changed: max abs diff {result_number(result.message)}; parameter 'conv1.bias' was added")
+
+
+def test_atomic_check_interrupts_canonizers_that_edit_module_dictionaries():
+    """The built-in canonizers edit ``_parameters``/``_modules``/``__dict__`` directly; the check still reaches
+    them and interrupts them at several points, and each interruption leaves the model exactly as it was."""
+    from xai_plugins.canonizers.batchnorm import MergeBatchNormPreceding
+
+    result = one("canonizer", MergeBatchNormPreceding, "atomic_apply")
+    assert result.status == PASS
+    assert re.fullmatch(r"model unchanged after apply was interrupted at \d+ point\(s\)", result.message)
+    assert int(re.search(r"(\d+) point", result.message).group(1)) >= 2
+
+
 def result_number(message: str) -> str:
     return re.search(r"max abs diff ([0-9.e+-]+);", message).group(1)
 

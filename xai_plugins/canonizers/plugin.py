@@ -66,7 +66,11 @@ def xai_register_canonizers(register: Register) -> None:
              variant="untangled", zennit="xai_plugins_zennit.canonizers.for_zennit",
              captum="xai_plugins_captum.canonized")
     for name, (target, summary) in _GENERIC.items():
-        register(name, target, summary=summary, paper=PAPER, family="canonizers", architecture="generic")
+        # the suite's default example has BN only after convolutions; the following merge needs BN → ReLU → conv
+        examples = {"example_model": "xai_plugins.conformance.examples:preactivation_net"} \
+            if name == "merge_batchnorm_following" else {}
+        register(name, target, summary=summary, paper=PAPER, family="canonizers", architecture="generic",
+                 **examples)
 
 
 @hookimpl

@@ -4,6 +4,7 @@ bitwise, apply is atomic (interrupted anywhere, it leaves the model as it was) a
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -115,15 +116,51 @@ def check_remove_restores(component: Component) -> str:
     return "state and output bitwise restored by remove() and by the handles"
 
 
+class _CountingDict(dict):
+    """Stands in for a module's ``_parameters``/``_buffers``/``_modules`` while counting: canonizers that edit
+    these dictionaries directly (bypassing ``Module.__setattr__``) are seen and can be interrupted too."""
+
+    def __init__(self, content: dict, counter: _MutationCounter, label: str) -> None:
+        super().__init__(content)
+        self.counter, self.label = counter, label
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not self.counter.inside:  # a write by a counted Module method is counted once, as that call
+            self.counter.hit(f"{self.label}[{key!r}] = {type(value).__name__}")
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if not self.counter.inside:
+            self.counter.hit(f"del {self.label}[{key!r}]")
+        super().__delitem__(key)
+
+    def __reduce__(self) -> tuple:
+        # copies of a module made while counting (deepcopy, pickle) get a plain dict
+        return dict, (dict(self),)
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return {key: copy.deepcopy(value, memo) for key, value in self.items()}
+
+
+_MODULE_DICTS = ("_parameters", "_buffers", "_modules")
+
+
 class _MutationCounter:
-    """Counts (and optionally interrupts) mutations of one model's modules and tensors."""
+    """Counts (and optionally interrupts) mutations of one model's modules and tensors: calls of the mutating
+    ``Module`` and in-place ``Tensor`` methods, and direct writes into a module's parameter, buffer and child
+    dictionaries."""
 
     def __init__(self, model: nn.Module, fail_at: int | None = None) -> None:
-        self.module_ids = {id(m) for m in model.modules()}
+        self.modules = list(model.modules())
+        self.module_ids = {id(m) for m in self.modules}
         self.storages = {t.untyped_storage().data_ptr()
                          for t in itertools.chain(model.parameters(), model.buffers()) if t is not None}
         self.fail_at = fail_at
         self.events: list[str] = []
+        self.inside = 0
 
     def hit(self, what: str) -> None:
         self.events.append(what)
@@ -143,7 +180,11 @@ class _MutationCounter:
                 if id(self) in counter.module_ids:
                     arg = f" {args[0]!r}" if args and isinstance(args[0], str) else ""
                     counter.hit(f"{type(self).__name__}.{name}{arg}")
-                return original(self, *args, **kwargs)
+                counter.inside += 1
+                try:
+                    return original(self, *args, **kwargs)
+                finally:
+                    counter.inside -= 1
 
             setattr(nn.Module, name, wrapper)
 
@@ -164,9 +205,23 @@ class _MutationCounter:
             wrap_module_method(method)
         for method in ("copy_", "mul_", "add_", "sub_", "div_", "zero_", "fill_", "set_"):
             wrap_tensor_method(method)
+        originals: list[tuple[nn.Module, str, dict]] = []
+        for module in self.modules:
+            for attribute in _MODULE_DICTS:
+                original = module.__dict__.get(attribute)
+                if type(original) is dict:
+                    originals.append((module, attribute, original))
+                    module.__dict__[attribute] = _CountingDict(original, self,
+                                                               f"{type(module).__name__}.{attribute}")
         try:
             yield
         finally:
+            for module, attribute, original in originals:
+                current = module.__dict__.get(attribute)
+                if isinstance(current, _CountingDict):
+                    original.clear()
+                    original.update(current)
+                    module.__dict__[attribute] = original
             for (owner, name), original in saved.items():
                 if owner is torch.Tensor and original is None:
                     delattr(torch.Tensor, name)

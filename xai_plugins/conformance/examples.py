@@ -2,7 +2,8 @@
 
 ``ReferenceNet`` has what canonizers and attributors must cope with in a few milliseconds: a convolution
 followed by BatchNorm, a residual ``x + y`` written in ``forward``, functional ReLUs, a module ReLU, pooling
-and a linear classifier.
+and a linear classifier. ``preactivation_net`` puts BatchNorm before the ReLU and the convolution instead, for
+canonizers that merge BatchNorm into the following layer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ class ReferenceNet(nn.Module):
 def reference_net(in_channels: int = 3, num_classes: int = 10) -> ReferenceNet:
     """The default example model (random weights)."""
     return ReferenceNet(in_channels, num_classes)
+
+
+def preactivation_net(in_channels: int = 3, num_classes: int = 10, width: int = 8) -> nn.Sequential:
+    """A pre-activation CNN (BN → ReLU → conv, as in DenseNet): the pattern a following-merge canonizer folds,
+    including a zero-padded convolution (position-dependent bias) and a BN → ReLU → pooling → linear head."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1),
+        nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
+        nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, width, 1),
+        nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes),
+    )
 
 
 def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> nn.Module:
