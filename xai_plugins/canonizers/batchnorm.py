@@ -41,6 +41,7 @@ __all__ = [
     "merge_following",
     "merge_preceding",
     "neutralize_batchnorm",
+    "relu_terms",
     "sequential_pairs",
 ]
 
@@ -79,7 +80,7 @@ def batchnorm_affine(bn: _BatchNorm) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-def _relu_terms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def relu_terms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(threshold, d, flip)`` with ``relu(a*x + b) == a*ThresholdReLU(threshold, flip)(x) + d`` per channel."""
     zero = a == 0
     threshold = torch.where(zero, torch.zeros_like(a), -b / torch.where(zero, torch.ones_like(a), a))
@@ -112,7 +113,7 @@ def batchnorm_affines(bns: Sequence[_BatchNorm]) -> dict[int, tuple[Tensor, ...]
             if len({bn.eps for bn in bns_}) > 1 else bns_[0].eps
         a = torch.rsqrt(var + eps) * torch.cat(weights)
         b = -torch.cat(means) * a + torch.cat(biases)
-        terms = torch.stack((a, b, *_relu_terms(a, b)[:2])).split(sizes, dim=1)
+        terms = torch.stack((a, b, *relu_terms(a, b)[:2])).split(sizes, dim=1)
         flips = (a < 0).split(sizes)
         for bn, term, flip in zip(bns_, terms, flips):
             result[id(bn)] = (*term.unbind(), flip)
@@ -228,7 +229,7 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
             raise TypeError(f"only ReLU can sit between a BatchNorm and the layer it is merged into, got "
                             f"{type(act).__name__}")
         if affine is None:
-            threshold, d, flip = _relu_terms(a, b)
+            threshold, d, flip = relu_terms(a, b)
             activation = ThresholdReLU(threshold, flip=flip)
         else:
             threshold, d, flip = affine[2:]

@@ -53,6 +53,7 @@ from xai_plugins.canonizers.batchnorm import (
     batchnorm_affines,
     merge_preceding,
     neutralize_batchnorm,
+    relu_terms,
 )
 from xai_plugins.canonizers.modules import Concat, ThresholdReLU
 
@@ -97,13 +98,6 @@ def _head_forward(self: nn.Module, x: Tensor) -> Tensor:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-
-def _relu_terms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(threshold, d, flip)`` with ``relu(a*x + b) == a*ThresholdReLU(threshold, flip)(x) + d``."""
-    zero = a == 0
-    threshold = torch.where(zero, torch.zeros_like(a), -b / torch.where(zero, torch.ones_like(a), a))
-    return threshold, torch.where(zero, b.clamp(min=0), b), a < 0
-
 
 def _conv_template(conv: nn.Conv2d) -> nn.Conv2d:
     """A parameter-free ``nn.Conv2d`` with the geometry of ``conv`` (built on the meta device: no init cost)."""
@@ -251,7 +245,7 @@ class DenseNetUntangledCanonizer(Canonizer):
         layer = parent._modules[name]
         weight = layer.weight
         a, b = batchnorm_affine(bn)
-        threshold, d, flip = _relu_terms(a[:width], b[:width])
+        threshold, d, flip = relu_terms(a[:width], b[:width])
         a, d = a[:width].to(weight.dtype), d.to(weight.dtype)
         stem = weight[:, :width]
         scaled = stem * a.view(1, -1, *([1] * (weight.dim() - 2)))
