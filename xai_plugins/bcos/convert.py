@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from xai_plugins.bcos.layers import BcosConv2d, BcosLinear, LogitLayer, check_b, default_logit_bias
+from xai_plugins.bcos.layers import BcosConv2d, BcosLinear, LogitLayer, check_b
 from xai_plugins.bcos.norms import BatchNormUncentered2d
 
 SUPPORTED_ARCHITECTURES: dict[str, str] = {
@@ -171,8 +171,7 @@ def strip_biases(model: nn.Module, logit_bias: float | None = None) -> nn.Module
             norm.to(device=module.running_var.device if module.running_var is not None else None)
             norm.train(module.training)
             _set_submodule(model, name, norm)
-    bias = logit_bias if logit_bias is not None else default_logit_bias(num_classes or 2)
-    return Bcosified(model, LogitLayer(1.0, bias))
+    return Bcosified(model, LogitLayer.for_classes(num_classes or 2, 1.0, logit_bias))
 
 
 def set_b(model: nn.Module, b: float) -> nn.Module:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from xai_plugins.bcos.layers import BcosConv2d, LogitLayer, default_logit_bias
+from xai_plugins.bcos.layers import BcosConv2d, LogitLayer
 from xai_plugins.bcos.norms import make_norm
 
 
@@ -59,8 +59,7 @@ class BcosDenseNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = BcosConv2d(channels, num_classes, 1, b=b, max_out=max_out)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.logit_layer = LogitLayer(logit_temperature,
-                                      default_logit_bias(num_classes) if logit_bias is None else logit_bias)
+        self.logit_layer = LogitLayer.for_classes(num_classes, logit_temperature, logit_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logit_layer(self.avgpool(self.classifier(self.features(x))).flatten(1))

@@ -275,6 +275,12 @@ class LogitLayer(nn.Module):
         self.temperature = float(temperature)
         self.bias = float(bias)
 
+    @classmethod
+    def for_classes(cls, num_classes: int, temperature: float = 1.0, bias: float | None = None) -> LogitLayer:
+        """The logit layer of a model with ``num_classes`` outputs: ``bias`` defaults to
+        :func:`default_logit_bias`."""
+        return cls(temperature, default_logit_bias(num_classes) if bias is None else bias)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.temperature != 1.0:
             x = x / self.temperature

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from xai_plugins.bcos.layers import BcosConv2d, LogitLayer, default_logit_bias
+from xai_plugins.bcos.layers import BcosConv2d, LogitLayer
 from xai_plugins.bcos.norms import make_norm
 
 
@@ -81,8 +81,7 @@ class BcosResNet(nn.Module):
         self.num_features = self.inplanes
         self.fc = BcosConv2d(self.num_features, num_classes, 1, b=b, max_out=max_out)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.logit_layer = LogitLayer(logit_temperature,
-                                      default_logit_bias(num_classes) if logit_bias is None else logit_bias)
+        self.logit_layer = LogitLayer.for_classes(num_classes, logit_temperature, logit_bias)
 
     def _make_stage(self, block: type[BasicBlock] | type[Bottleneck], planes: int, depth: int, stride: int,
                     b: float, max_out: int, norm: str | None) -> nn.Sequential:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from xai_plugins.bcos.layers import BcosConv2d, LogitLayer, default_logit_bias
+from xai_plugins.bcos.layers import BcosConv2d, LogitLayer
 from xai_plugins.bcos.norms import make_norm
 
 VGG11_LAYOUT: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -37,8 +37,7 @@ class BcosVGG(nn.Module):
             BcosConv2d(classifier_width, classifier_width, 1, b=b, max_out=max_out),
             BcosConv2d(classifier_width, num_classes, 1, b=b, max_out=max_out))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.logit_layer = LogitLayer(logit_temperature,
-                                      default_logit_bias(num_classes) if logit_bias is None else logit_bias)
+        self.logit_layer = LogitLayer.for_classes(num_classes, logit_temperature, logit_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logit_layer(self.avgpool(self.classifier(self.features(x))).flatten(1))
