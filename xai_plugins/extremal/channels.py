@@ -135,13 +135,7 @@ def channel_extremal_perturbation(
     schedule = Schedule(max_iter=max_iter, learning_rate=learning_rate, final_learning_rate=final_learning_rate,
                         regul_weight=regul_weight, final_regul_weight=final_regul_weight, tol=tol,
                         patience=patience, min_iter=min_iter, area_tol=area_tol)
-    if additional_forward_args is None:
-        additional: tuple[Any, ...] = ()
-    elif isinstance(additional_forward_args, tuple):
-        additional = additional_forward_args
-    else:
-        additional = (additional_forward_args,)
-    forward = _forward_with_rows(model, additional, batch)
+    forward = _forward_with_rows(model, additional_forward_args, batch)
     num_areas = len(areas)
     sample_of_row = torch.arange(batch, device=inputs.device).repeat_interleave(num_areas)
     inputs = inputs.detach()

@@ -52,9 +52,16 @@ class ExtremalResult:
         return self.masks.sum(dim=1)
 
 
-def _forward_with_rows(model: Callable[..., Any], additional: Sequence[Any], batch: int
+def _forward_with_rows(model: Callable[..., Any], additional_forward_args: Any, batch: int
                        ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Call ``model(x, *additional)`` where per-sample tensors of ``additional`` follow the rows of ``x``."""
+    """Call ``model(x, *additional)`` where per-sample tensors of ``additional`` follow the rows of ``x``;
+    ``additional_forward_args`` is Captum's: ``None``, a tuple of arguments, or a single argument."""
+    if additional_forward_args is None:
+        additional: tuple[Any, ...] = ()
+    elif isinstance(additional_forward_args, tuple):
+        additional = additional_forward_args
+    else:
+        additional = (additional_forward_args,)
 
     def forward(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         args = [a[rows] if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == batch else a
@@ -159,15 +166,9 @@ def extremal_perturbation(
     schedule = Schedule(max_iter=max_iter, learning_rate=learning_rate, final_learning_rate=final_learning_rate,
                         regul_weight=regul_weight, final_regul_weight=final_regul_weight, tol=tol, patience=patience,
                         min_iter=min_iter, area_tol=area_tol, **schedule_options)
-    if additional_forward_args is None:
-        additional: tuple[Any, ...] = ()
-    elif isinstance(additional_forward_args, tuple):
-        additional = additional_forward_args
-    else:
-        additional = (additional_forward_args,)
     generator = SmoothMaskGenerator((height, width), step, sigma, temperature, device=inputs.device,
                                     dtype=inputs.dtype)
-    forward = _forward_with_rows(model, additional, batch)
+    forward = _forward_with_rows(model, additional_forward_args, batch)
     num_areas = len(areas)
     sample_of_row = torch.arange(batch, device=inputs.device).repeat_interleave(num_areas)
     area_of_row = torch.tensor(areas, device=inputs.device, dtype=inputs.dtype).repeat(batch)
