@@ -198,16 +198,13 @@ def _zero_padded(conv: _ConvNd) -> bool:
 
 
 def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, layer_slot: Slot,
-                    between: Sequence[nn.Module] = (), affine: tuple[Tensor, ...] | None = None,
-                    then: tuple[Slot, tuple[Tensor, ...] | None] | None = None) -> None:
+                    between: Sequence[nn.Module] = (), affine: tuple[Tensor, ...] | None = None) -> None:
     """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that it feeds.
 
     ``act_slot`` is the ReLU between them (replaced by a :class:`ThresholdReLU`) or ``None`` if the BN feeds
     the layer directly. ``between`` lists modules between activation and layer that act per channel and keep
     constants constant (global average pooling, flatten), which a Linear layer may sit behind. ``affine`` is
-    the BN's precomputed terms (from :func:`batchnorm_affines`), if available. ``then`` is ``(slot, affine)``
-    of a BatchNorm the layer feeds (DenseNet's BN → ReLU → conv → BN): it is folded in the same pass, which
-    equals :func:`merge_preceding` afterwards but writes the new weight once.
+    the BN's precomputed terms (from :func:`batchnorm_affines`), if available.
     """
     bn, layer = _at(bn_slot), _at(layer_slot)
     if not _is_linear(layer):
@@ -267,28 +264,11 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
         editor.set_child(*layer_slot, replacement)
         layer = replacement
     new_weight = weight * _per_input(layer, a)
-    if then is not None:
-        next_slot, next_affine = then
-        next_bn = _at(next_slot)
-        if next_bn.num_features != _channels_out(layer):
-            raise ValueError(f"cannot merge {type(next_bn).__name__}({next_bn.num_features}) into "
-                             f"{type(layer).__name__} with {_channels_out(layer)} output channels: channel "
-                             "counts differ")
-        a_out, b_out = batchnorm_affine(next_bn) if next_affine is None else next_affine[:2]
-        a_out, b_out = a_out.to(weight.dtype), b_out.to(weight.dtype)
-        shape = [1] * weight.dim()
-        shape[_out_axis(layer)] = -1
-        new_weight.mul_(a_out.view(shape))
-        bias = torch.addcmul(b_out, bias, a_out)
-        if bias_kernel is not None:
-            bias_kernel = bias_kernel * a_out.view(-1, 1, 1, 1)
     editor.swap_parameter(layer, "weight", new_weight)
     editor.swap_parameter(layer, "bias", bias)
     if bias_kernel is not None:
         editor.swap_buffer(layer, "bias_kernel", bias_kernel)
     neutralize_batchnorm(editor, bn)
-    if then is not None:
-        neutralize_batchnorm(editor, next_bn)
 
 
 def sequential_pairs(root: nn.Module | Iterable[nn.Module]) -> list[tuple[Slot, Slot]]:

@@ -159,20 +159,11 @@ class TorchvisionCanonizer(Canonizer):
             self._gates()
             merged: set[int] = set()
             affines = batchnorm_affines([m for m in self._modules_before if isinstance(m, _BatchNorm)])
-            preceding = self._preceding + sequential_pairs(self._modules_before)
-            # a layer between two BatchNorms (DenseNet's norm1 → relu1 → conv1 → norm2) takes both in one pass
-            after = {id(layer_slot[0]._modules[layer_slot[1]]): bn_slot for layer_slot, bn_slot in preceding}
             for bn_slot, act_slot, layer_slot, between in self._following:
                 bn = bn_slot[0]._modules[bn_slot[1]]
                 merged.add(id(bn))
-                then = None
-                next_slot = after.get(id(layer_slot[0]._modules[layer_slot[1]]))
-                if next_slot is not None:
-                    next_bn = next_slot[0]._modules[next_slot[1]]
-                    merged.add(id(next_bn))
-                    then = (next_slot, affines.get(id(next_bn)))
-                merge_following(self, bn_slot, act_slot, layer_slot, between, affines.get(id(bn)), then)
-            for layer_slot, bn_slot in preceding:
+                merge_following(self, bn_slot, act_slot, layer_slot, between, affines.get(id(bn)))
+            for layer_slot, bn_slot in self._preceding + sequential_pairs(self._modules_before):
                 bn = bn_slot[0]._modules[bn_slot[1]]
                 if id(bn) not in merged:
                     merged.add(id(bn))
