@@ -9,7 +9,8 @@ For ResNet-50, DenseNet-121 and EfficientNet-B0 (random weights, randomised Batc
 for ``xai_plugins_zennit.canonizers_for`` and for Zennit's own canonizer where it has one (``ResNetCanonizer``
 for ResNet; its generic ``SequentialMergeBatchNorm`` for the others, which is what Zennit offers there).
 
-Run: ``python benchmarks/bench_canonizers.py [--size 112] [--repeats 5] [--threads 1] [--clock cpu|wall]``.
+Run: ``python benchmarks/bench_canonizers.py [--size 112] [--repeats 5] [--threads 1] [--clock cpu|wall]
+[--models resnet50 densenet121 efficientnet_b0]``.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=112, help="input height and width")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="process CPU time (sums all threads) or wall time (what a user waits with --threads > 1)")
@@ -125,7 +127,8 @@ def main() -> None:
               f"{'R sum/logit':>11s}")
     print(header)
     print("-" * len(header))
-    for name, builder in MODELS.items():
+    for name in args.models:
+        builder = MODELS[name]
         torch.manual_seed(0)
         model = calibrate_batchnorm(builder(), size=64, seed=0)
         x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))

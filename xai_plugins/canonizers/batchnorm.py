@@ -113,10 +113,10 @@ def batchnorm_affines(bns: Sequence[_BatchNorm]) -> dict[int, tuple[Tensor, ...]
             if len({bn.eps for bn in bns_}) > 1 else bns_[0].eps
         a = torch.rsqrt(var + eps) * torch.cat(weights)
         b = -torch.cat(means) * a + torch.cat(biases)
-        terms = torch.stack((a, b, *relu_terms(a, b)[:2])).split(sizes, dim=1)
-        flips = (a < 0).split(sizes)
-        for bn, term, flip in zip(bns_, terms, flips):
-            result[id(bn)] = (*term.unbind(), flip)
+        threshold, d, flip = relu_terms(a, b)
+        pieces = [term.split(sizes) for term in (a, b, threshold, d, flip)]
+        for bn, *terms in zip(bns_, *pieces):
+            result[id(bn)] = tuple(terms)
     return result
 
 
@@ -158,7 +158,8 @@ def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot,
                          f"{_channels_out(layer)} output channels: channel counts differ")
     a, b = batchnorm_affine(bn) if affine is None else affine[:2]
     weight = layer.weight
-    a, b = a.to(weight.dtype), b.to(weight.dtype)
+    if a.dtype != weight.dtype:
+        a, b = a.to(weight.dtype), b.to(weight.dtype)
     shape = [1] * weight.dim()
     shape[_out_axis(layer)] = -1
     if editor.is_fresh(weight) and editor.is_fresh(layer.bias):
@@ -168,7 +169,7 @@ def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot,
         layer.bias.mul_(a).add_(b)
     else:
         bias = b if layer.bias is None else torch.addcmul(b, layer.bias, a)
-        editor.swap_parameter(layer, "weight", weight * a.view(shape))
+        editor.swap_parameter(layer, "weight", torch.mul(weight, a.view(shape), out=editor.new_like(weight)))
         editor.swap_parameter(layer, "bias", bias)
     if isinstance(layer, PositionalBiasConv2d):
         editor.swap_buffer(layer, "bias_kernel", layer.bias_kernel * a.view(-1, 1, 1, 1))
@@ -235,12 +236,14 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     weight = layer.weight
     if a.dtype != weight.dtype:
         a, d = a.to(weight.dtype), d.to(weight.dtype)
+    # the scaled weight first, so that the reads of ``weight`` below find it in cache
+    new_weight = torch.mul(weight, _per_input(layer, a), out=editor.new_like(weight))
     bias_kernel = None
     if isinstance(layer, nn.Linear):
-        shift = weight @ d
+        shift = torch.mv(weight, d)
     elif layer.groups == 1 and not _zero_padded(layer) and not isinstance(layer, PositionalBiasConv2d):
-        per_input = weight.flatten(2)
-        shift = (per_input.squeeze(2) if per_input.shape[2] == 1 else per_input.sum(2)) @ d
+        per_input = weight.reshape(weight.shape[0], weight.shape[1], -1)
+        shift = torch.mv(per_input.squeeze(2) if per_input.shape[2] == 1 else per_input.sum(2), d)
     else:
         shift = None
     if shift is not None:
@@ -263,7 +266,6 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
         replacement.bias.requires_grad_(layer.weight.requires_grad)
         editor.set_child(*layer_slot, replacement)
         layer = replacement
-    new_weight = weight * _per_input(layer, a)
     editor.swap_parameter(layer, "weight", new_weight)
     editor.swap_parameter(layer, "bias", bias)
     if bias_kernel is not None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from xai_plugins.canonizers.base import Canonizer
+from xai_plugins.canonizers.base import Canonizer, modules_of
 from xai_plugins.canonizers.batchnorm import batchnorm_affines, merge_following, merge_preceding, sequential_pairs
 from xai_plugins.canonizers.modules import Concat, Gate, Sum
 
@@ -153,24 +153,37 @@ class TorchvisionCanonizer(Canonizer):
                             "the right canonizer")
         self._following: list[tuple[Any, Any, Any, tuple[nn.Module, ...]]] = []
         self._preceding: list[tuple[Any, Any]] = []
-        self._modules_before = list(model.modules())
+        self._modules_before = modules_of(model)
         try:
             self.restructure(model)
             self._gates()
-            merged: set[int] = set()
             affines = batchnorm_affines([m for m in self._modules_before if isinstance(m, _BatchNorm)])
+            merged = {id(bn_slot[0]._modules[bn_slot[1]]) for bn_slot, *_ in self._following}
+            preceding = self._preceding + sequential_pairs(self._modules_before)
+            layers = {id(layer): layer for layer in (slot[0]._modules[slot[1]] for slot in
+                                                     [t[2] for t in self._following] + [p[0] for p in preceding])}
+            self.reserve(layer.weight for layer in layers.values())
+            # a layer that takes a BN on each side gets its preceding merge right after the following one, while
+            # its new weight is still in cache (the following merges keep priority over any BN they share)
+            into_layer = {(id(layer_slot[0]), layer_slot[1]): (layer_slot, bn_slot)
+                          for layer_slot, bn_slot in preceding if id(bn_slot[0]._modules[bn_slot[1]]) not in merged}
             for bn_slot, act_slot, layer_slot, between in self._following:
                 bn = bn_slot[0]._modules[bn_slot[1]]
-                merged.add(id(bn))
                 merge_following(self, bn_slot, act_slot, layer_slot, between, affines.get(id(bn)))
-            for layer_slot, bn_slot in self._preceding + sequential_pairs(self._modules_before):
-                bn = bn_slot[0]._modules[bn_slot[1]]
-                if id(bn) not in merged:
-                    merged.add(id(bn))
-                    merge_preceding(self, layer_slot, bn_slot, affines.get(id(bn)))
+                pair = into_layer.get((id(layer_slot[0]), layer_slot[1]))
+                if pair is not None:
+                    self._merge_preceding_once(merged, affines, *pair)
+            for layer_slot, bn_slot in preceding:
+                self._merge_preceding_once(merged, affines, layer_slot, bn_slot)
             self._check_all_merged(model)
         finally:
             del self._modules_before, self._following, self._preceding
+
+    def _merge_preceding_once(self, merged: set[int], affines: dict, layer_slot: Any, bn_slot: Any) -> None:
+        bn = bn_slot[0]._modules[bn_slot[1]]
+        if id(bn) not in merged:
+            merged.add(id(bn))
+            merge_preceding(self, layer_slot, bn_slot, affines.get(id(bn)))
 
     def add(self, parent: nn.Module, name: str, module: nn.Module) -> nn.Module:
         """Add ``module`` (a parameter-free module) as ``parent.<name>``."""

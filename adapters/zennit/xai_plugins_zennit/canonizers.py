@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from zennit.core import Hook, RemovableHandleList, stabilize
 from zennit.rules import AlphaBeta, Pass, ZPlus
 
-from xai_plugins.canonizers.base import Canonizer
+from xai_plugins.canonizers.base import Canonizer, modules_of
 from xai_plugins.canonizers.modules import Gate, Sum, ThresholdReLU
 from xai_plugins.canonizers.selection import canonizers_for as _core_canonizers_for
 
@@ -172,15 +172,20 @@ class ZennitCanonizer:
             return [self]
         self.canonizer.apply(root_module)
         try:
-            modules = list(root_module.modules())
+            modules = modules_of(root_module)
             mixed_sign = any(type(module) in MIXED_SIGN_ACTIVATIONS for module in modules)
+            factories: dict[type, Callable[[nn.Module], Hook | None] | None] = {}  # first matching rule per type
             for module in modules:
-                for module_type, factory in self.rules:
-                    if isinstance(module, module_type):
-                        rule = factory(module) if mixed_sign or factory is not zplus_fallback else None
-                        if rule is not None:
-                            self._rule_handles.append(rule.register(module))
-                        break
+                kind = type(module)
+                if kind not in factories:
+                    factories[kind] = next((factory for module_type, factory in self.rules
+                                            if isinstance(module, module_type)), None)
+                factory = factories[kind]
+                if factory is None or (factory is zplus_fallback and not mixed_sign):
+                    continue
+                rule = factory(module)
+                if rule is not None:
+                    self._rule_handles.append(rule.register(module))
         except BaseException:
             self.remove()
             raise
