@@ -117,3 +117,20 @@ def test_wrong_model_type_is_refused() -> None:
     assert_same(before, snapshot(model))
     with pytest.raises(TypeError, match="expects a torch.nn.Module"):
         DenseNetCanonizer().apply("resnet")
+
+
+def test_reserved_room_is_disjoint_handed_out_once_and_only_without_autograd() -> None:
+    """``reserve``/``new_like`` give each reserved tensor its own slice of one block, once per apply."""
+    editor = Canonizer()
+    first, second = torch.randn(4, 3), torch.randn(2, 5, 1, 1)
+    editor.reserve([first, second])
+    with torch.no_grad():
+        room_first, room_second = editor.new_like(first), editor.new_like(second)
+        assert editor.new_like(first) is None and editor.new_like(torch.randn(3)) is None
+    assert room_first.shape == first.shape and room_second.shape == second.shape
+    assert room_first.untyped_storage().data_ptr() == room_second.untyped_storage().data_ptr()
+    start_first, start_second = room_first.data_ptr(), room_second.data_ptr()
+    assert start_second >= start_first + first.numel() * first.element_size()
+    assert start_first % 64 == 0 and start_second % 64 == 0
+    editor.reserve([first])
+    assert editor.new_like(first) is None  # autograd is recording: out= would not be differentiable

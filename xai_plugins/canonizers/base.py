@@ -23,6 +23,9 @@ from torch import nn
 
 __all__ = ["Canonizer", "CanonizerHandle", "modules_of"]
 
+RESERVE_LIMIT = 24 << 20
+"""Largest block, in bytes, that :meth:`Canonizer.reserve` allocates (below glibc's 32 MB mmap ceiling)."""
+
 _MISSING = object()
 _OWNERS: weakref.WeakKeyDictionary[nn.Module, Canonizer] = weakref.WeakKeyDictionary()
 
@@ -71,7 +74,7 @@ class Canonizer:
         self._undo: list[tuple[nn.Module, str | None, str, Any]] = []
         self._claimed: dict[int, nn.Module] = {}
         self._fresh: dict[int, torch.Tensor] = {}
-        self._reserved: dict[tuple[torch.dtype, torch.device], list] = {}
+        self._reserved: dict[int, torch.Tensor] = {}
         self._model: weakref.ReferenceType[nn.Module] | None = None
         self._handle: CanonizerHandle | None = None
 
@@ -138,35 +141,34 @@ class Canonizer:
         self._reserved.clear()
 
     def reserve(self, tensors: Iterable[torch.Tensor]) -> None:
-        """Allocate, in one block per dtype and device, room for new tensors shaped like ``tensors``; during
-        this ``apply``, :meth:`new_like` hands it out.
+        """Allocate room for a new tensor shaped like each of ``tensors`` in one block per dtype and device, if
+        the block stays below ``RESERVE_LIMIT`` bytes; during this ``apply``, :meth:`new_like` hands it out.
 
-        A DenseNet's merged weights are then one allocation instead of 120 of a few hundred kB. Freed together
-        on ``remove``, the separate ones often end up on top of the heap, where the C allocator returns them to
-        the operating system, and the next ``apply`` page-faults 23 MB back in, which costs more than the merge.
+        Why: a DenseNet-121's 120 merged weights (23 MB) allocated one by one are freed together on ``remove``
+        and often end up on top of the heap, where glibc's allocator returns them to the operating system; the
+        next ``apply`` then page-faults them back in, which costs more than the merge. One block is reused
+        instead. Above 32 MB glibc always maps a block freshly (and faults it in), so larger sets of weights
+        are left to per-tensor allocation.
         """
-        sizes: dict[tuple[torch.dtype, torch.device], int] = {}
+        groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
         for tensor in tensors:
-            if not tensor.is_contiguous():
+            if tensor.is_contiguous() and id(tensor) not in self._reserved:
+                groups.setdefault((tensor.dtype, tensor.device), []).append(tensor)
+        for (dtype, device), members in groups.items():
+            sizes = [_padded(tensor.numel()) for tensor in members]
+            if sum(sizes) * members[0].element_size() > RESERVE_LIMIT:
                 continue
-            key = (tensor.dtype, tensor.device)
-            sizes[key] = sizes.get(key, 0) + _padded(tensor.numel())
-        for (dtype, device), size in sizes.items():
-            self._reserved[(dtype, device)] = [torch.empty(size, dtype=dtype, device=device), 0]
+            block = torch.empty(sum(sizes), dtype=dtype, device=device)
+            for tensor, room in zip(members, block.split(sizes)):
+                self._reserved[id(tensor)] = room[:tensor.numel()].view(tensor.shape)
 
     def new_like(self, tensor: torch.Tensor) -> torch.Tensor | None:
-        """Uninitialised room for a tensor shaped like the contiguous ``tensor`` from :meth:`reserve`, to pass
-        as ``out=``; ``None`` (the operation allocates) when there is no room, ``tensor`` is not contiguous (its
-        layout is kept) or autograd is recording (``out=`` is not differentiable)."""
-        block = self._reserved.get((tensor.dtype, tensor.device))
-        if block is None or torch.is_grad_enabled() or not tensor.is_contiguous():
+        """The room :meth:`reserve` set aside for ``tensor`` (uninitialised, same shape and dtype), to pass as
+        ``out=`` once; ``None`` (the operation allocates) when none was reserved or autograd is recording
+        (``out=`` is not differentiable)."""
+        if torch.is_grad_enabled():
             return None
-        buffer, offset = block
-        size = tensor.numel()
-        if offset + size > buffer.numel():
-            return None
-        block[1] = offset + _padded(size)
-        return buffer[offset:offset + size].view(tensor.shape)
+        return self._reserved.pop(id(tensor), None)
 
     def _record(self, module: nn.Module, field: str | None, key: str, value: Any) -> None:
         """Set ``key`` to ``value`` in the module's dictionary ``field`` (``_parameters``, ``_buffers``,
