@@ -201,3 +201,14 @@ def test_exact_area_off_keeps_the_optimised_masks(small_net, monkeypatch):
     shifted = generator.generate(match_area(generator, params, *args, **kw))
     assert torch.allclose(exact.masks.reshape(shifted.shape), shifted, atol=1e-6)
     assert (plain.areas_achieved - plain.areas_achieved.new_tensor([0.1, 0.3])).abs().max() > 1e-3
+
+
+def test_masks_do_not_depend_on_the_scale_of_the_scores(small_net):
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+    kwargs = dict(areas=(0.1, 0.3), seed=0, exact_area=False, **FAST)
+    plain = extremal_perturbation(small_net, images, [0, 1], **kwargs)
+    scaled = extremal_perturbation(lambda x: 1000 * small_net(x), images, [0, 1], **kwargs)
+    assert torch.allclose(plain.masks, scaled.masks, atol=1e-4)
+    assert torch.allclose(1000 * plain.rewards, scaled.rewards, rtol=1e-4)
+    fixed = extremal_perturbation(lambda x: 1000 * small_net(x), images, [0, 1], reward_scale=20.0, **kwargs)
+    assert not torch.allclose(plain.masks, fixed.masks, atol=1e-2)

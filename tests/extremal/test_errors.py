@@ -34,6 +34,7 @@ IMAGES = torch.rand(2, 3, 16, 16)
     (dict(momentum=0.9), TypeError,
      "extremal_perturbation got unexpected keyword argument(s) ['momentum']; see help(extremal_perturbation)"),
     (dict(reward="max"), ValueError, "reward must be one of ('simple', 'contrastive') or a callable"),
+    (dict(reward_scale=0.0), ValueError, "reward_scale must be a positive number or None; got 0.0"),
     (dict(inputs=torch.rand(3, 16, 16)), ValueError,
      "extremal_perturbation expects a batch of images of shape (N, C, H, W); got inputs of shape (3, 16, 16). "
      "Add the batch dimension with inputs.unsqueeze(0) for a single image, or use channel_extremal_perturbation "

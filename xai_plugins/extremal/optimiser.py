@@ -5,9 +5,10 @@ Area constraint (paper, Sec. 3.2): with ``r_a`` the sorted vector whose last ``r
 the others 0, the penalty is ``mean((sort(m) - r_a)**2)`` over the mask values ``m``; it is zero exactly for a
 binary mask of area ``a``. Its weight grows geometrically during the run, so the constraint is soft early
 (exploration) and hard at the end. The reference grows 300 by 1.0035 per iteration over 800 iterations (to
-about 4,900); here the weight goes from ``regul_weight`` (default 100) to ``final_regul_weight`` over ``max_iter``
-iterations. Starting at the reference's 300 with a 10x smaller budget fixed masks in poorer optima on some images
-(up to 27% below the reference's reward); 100 keeps the exploration phase the reference gets from its slow growth.
+about 4,900); here the weight goes from ``regul_weight`` to ``final_regul_weight`` over ``max_iter`` iterations
+(100 to 3e4 for a reward spanning 20 logits; the input variant divides its reward by its span and uses 5 to 1500).
+Starting at the reference's 300 with a 10x smaller budget fixed masks in poorer optima on some images (up to 27%
+below the reference's reward); 100 keeps the exploration phase the reference gets from its slow growth.
 
 The reference takes momentum SGD steps of size ``0.01 * gradient``, which is why it needs 800 iterations. Here
 each mask takes Adam-like steps whose second moment is the mean squared gradient over the whole mask (one
