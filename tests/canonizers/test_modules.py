@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU
+from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU, new_module
 
 
 def test_sum_concat_gate_are_bitwise_the_inline_operations() -> None:
@@ -45,3 +45,26 @@ def test_positional_bias_conv_equals_conv_of_shifted_input() -> None:
     assert torch.allclose(module(x), expected, atol=1e-5)
     with pytest.raises(ValueError, match="padding_mode='zeros'"):
         PositionalBiasConv2d(3, 4, 3, padding=1, padding_mode="reflect")
+
+
+def test_new_module_is_a_constructed_module() -> None:
+    """The fast constructor canonizers use gives the state the regular constructor gives, containers not shared."""
+    threshold, flip = torch.tensor([0.5, -1.0]), torch.tensor([False, True])
+    fast = new_module(ThresholdReLU, {"threshold": threshold, "flip": flip})
+    slow = ThresholdReLU(threshold, flip=flip)
+    assert set(fast.__dict__) == set(slow.__dict__)
+    for key, value in slow.__dict__.items():
+        assert type(fast.__dict__[key]) is type(value), key
+    assert repr(fast) == repr(slow) and list(fast.state_dict()) == list(slow.state_dict())
+    assert fast.threshold is threshold and fast.flip is flip
+    x = torch.randn(3, 2, 4)
+    assert torch.equal(fast(x), slow(x))
+    other = new_module(Concat, dim=1)
+    assert other.dim == 1 and other._buffers == {} and other.training
+    handle = fast.register_forward_hook(lambda *args: None)
+    assert len(fast._forward_hooks) == 1 and not other._forward_hooks
+    handle.remove()
+    for first, second in [(fast, other), (other, new_module(Gate, signal_takes_all=True))]:
+        for key, value in first.__dict__.items():
+            if isinstance(value, (dict, set)):
+                assert value is not second.__dict__[key], key

@@ -40,16 +40,16 @@ def modules_of(model: nn.Module) -> list[nn.Module]:
     generators of ``named_modules``, which for a DenseNet's 430 modules cost more than the walk itself."""
     found: list[nn.Module] = []
     seen: set[int] = set()
-    stack = [model]
+    stack: list[nn.Module | None] = [model]
     while stack:
         module = stack.pop()
-        if id(module) in seen:
+        if module is None or id(module) in seen:
             continue
         seen.add(id(module))
         found.append(module)
-        children = [child for child in module._modules.values() if child is not None]
-        children.reverse()
-        stack += children
+        children = module._modules
+        if children:
+            stack.extend(reversed(children.values()))
     return found
 
 
@@ -159,8 +159,11 @@ class Canonizer:
             if sum(sizes) * members[0].element_size() > RESERVE_LIMIT:
                 continue
             block = torch.empty(sum(sizes), dtype=dtype, device=device)
-            for tensor, room in zip(members, block.split(sizes)):
-                self._reserved[id(tensor)] = room[:tensor.numel()].view(tensor.shape)
+            offset = 0
+            for tensor, size in zip(members, sizes):
+                # contiguous, so the source's own strides describe the slice
+                self._reserved[id(tensor)] = block.as_strided(tensor.shape, tensor.stride(), offset)
+                offset += size
 
     def new_like(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """The room :meth:`reserve` set aside for ``tensor`` (uninitialised, same shape and dtype), to pass as
@@ -213,7 +216,7 @@ class Canonizer:
         else:
             reference = old if old is not None else module._parameters.get("weight")
             requires_grad = reference.requires_grad if reference is not None else True
-            new = nn.Parameter(value.detach(), requires_grad=requires_grad)
+            new = nn.Parameter(value, requires_grad=requires_grad)  # Parameter() detaches
             self._fresh[id(new)] = new
         self._record(module, "_parameters", name, new)
 

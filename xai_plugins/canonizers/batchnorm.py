@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from xai_plugins.canonizers.base import Canonizer
-from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU
+from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU, new_module
 
 __all__ = [
     "MergeBatchNorm",
@@ -162,13 +162,14 @@ def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot,
         a, b = a.to(weight.dtype), b.to(weight.dtype)
     shape = [1] * weight.dim()
     shape[_out_axis(layer)] = -1
-    if editor.is_fresh(weight) and editor.is_fresh(layer.bias):
+    bias = layer.bias
+    if editor.is_fresh(weight) and editor.is_fresh(bias):
         # both already replaced by this canonizer (e.g. DenseNet's conv1 after its following merge): update the
         # canonizer's own tensors in place, one pass over the weight instead of a second copy
         weight.mul_(a.view(shape))
-        layer.bias.mul_(a).add_(b)
+        torch.addcmul(b, bias, a, out=bias)
     else:
-        bias = b if layer.bias is None else torch.addcmul(b, layer.bias, a)
+        bias = b if bias is None else torch.addcmul(b, bias, a)
         editor.swap_parameter(layer, "weight", torch.mul(weight, a.view(shape), out=editor.new_like(weight)))
         editor.swap_parameter(layer, "bias", bias)
     if isinstance(layer, PositionalBiasConv2d):
@@ -195,7 +196,7 @@ def _zero_padded(conv: _ConvNd) -> bool:
         return False
     if isinstance(conv.padding, str):
         return conv.padding == "same"
-    return any(p > 0 for p in conv.padding)
+    return any(conv.padding)
 
 
 def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, layer_slot: Slot,
@@ -231,7 +232,7 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
             activation = ThresholdReLU(threshold, flip=flip)
         else:
             threshold, d, flip = affine[2:]
-            activation = ThresholdReLU(threshold, flip=flip, copy=False)
+            activation = new_module(ThresholdReLU, {"threshold": threshold, "flip": flip})
         editor.set_child(*act_slot, activation)
     weight = layer.weight
     if a.dtype != weight.dtype:
@@ -242,8 +243,11 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     if isinstance(layer, nn.Linear):
         shift = torch.mv(weight, d)
     elif layer.groups == 1 and not _zero_padded(layer) and not isinstance(layer, PositionalBiasConv2d):
-        per_input = weight.reshape(weight.shape[0], weight.shape[1], -1)
-        shift = torch.mv(per_input.squeeze(2) if per_input.shape[2] == 1 else per_input.sum(2), d)
+        # every tap of an unpadded convolution sees the constant: sum the taps (a 1x1 kernel has one)
+        outputs, inputs = weight.shape[:2]
+        taps = weight.reshape(outputs, inputs) if weight.numel() == outputs * inputs else \
+            weight.reshape(outputs, inputs, -1).sum(2)
+        shift = torch.mv(taps, d)
     else:
         shift = None
     if shift is not None:

@@ -23,7 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers.base import Canonizer, modules_of
 from xai_plugins.canonizers.batchnorm import batchnorm_affines, merge_following, merge_preceding, sequential_pairs
-from xai_plugins.canonizers.modules import Concat, Gate, Sum
+from xai_plugins.canonizers.modules import Concat, Gate, Sum, new_module
 
 __all__ = [
     "DenseNetCanonizer",
@@ -195,7 +195,7 @@ class TorchvisionCanonizer(Canonizer):
         """Give every block of ``block_classes`` that adds a residual an explicit :class:`Sum` and ``forward``."""
         for block in self._modules_before:
             if isinstance(block, block_classes) and adds_residual(block):
-                self.add(block, "xai_residual", Sum())
+                self.add(block, "xai_residual", new_module(Sum))
                 self.override_forward(block, forward)
 
     def head(self, model: nn.Module, body: Callable[[nn.Module, Tensor], Tensor], pool: str, head: str) -> None:
@@ -207,7 +207,7 @@ class TorchvisionCanonizer(Canonizer):
         se_class = _tv("ops.misc", "SqueezeExcitation")
         for module in self._modules_before:
             if type(module) is se_class:
-                self.add(module, "xai_gate", Gate())
+                self.add(module, "xai_gate", new_module(Gate, signal_takes_all=True))
                 self.override_forward(module, _gate_forward)
 
     def _check_all_merged(self, model: nn.Module) -> None:
@@ -244,7 +244,7 @@ class ResNetCanonizer(TorchvisionCanonizer):
                 convs = ("conv1", "conv2") if isinstance(block, basic) else ("conv1", "conv2", "conv3")
                 for index, conv in enumerate(convs, 1):
                     self._preceding.append(((block, conv), (block, f"bn{index}")))
-                self.add(block, "xai_residual", Sum())
+                self.add(block, "xai_residual", new_module(Sum))
                 self.add(block, "xai_relu_out", nn.ReLU())
                 if isinstance(block, bottleneck):
                     self.add(block, "xai_relu_mid", nn.ReLU())
@@ -269,10 +269,10 @@ class DenseNetCanonizer(TorchvisionCanonizer):
         for module in self._modules_before:
             if isinstance(module, block_class):
                 names = list(module._modules)
-                self.add(module, "xai_concat", Concat(1))
+                self.add(module, "xai_concat", new_module(Concat, dim=1))
                 self.override_forward(module, _dense_block_forward(names))
             elif isinstance(module, layer_class):
-                self.add(module, "xai_concat", Concat(1))
+                self.add(module, "xai_concat", new_module(Concat, dim=1))
                 self.override_forward(module, _dense_layer_forward)
                 self._following.append(((module, "norm1"), (module, "relu1"), (module, "conv1"), ()))
                 self._preceding.append(((module, "conv1"), (module, "norm2")))
