@@ -27,7 +27,10 @@ RESERVE_LIMIT = 24 << 20
 """Largest block, in bytes, that :meth:`Canonizer.reserve` allocates (below glibc's 32 MB mmap ceiling)."""
 
 _MISSING = object()
-_OWNERS: weakref.WeakKeyDictionary[nn.Module, Canonizer] = weakref.WeakKeyDictionary()
+_OWNERS: dict[int, Canonizer] = {}
+"""``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
+the claim holds the module, so the id cannot be reused meanwhile (a plain dictionary: no weak reference is
+made per module and apply)."""
 
 
 def _padded(size: int) -> int:
@@ -134,8 +137,8 @@ class Canonizer:
             else:
                 mapping[key] = old
         for module in self._claimed.values():
-            if _OWNERS.get(module) is self:
-                del _OWNERS[module]
+            if _OWNERS.get(id(module)) is self:
+                del _OWNERS[id(module)]
         self._claimed.clear()
         self._fresh.clear()
         self._reserved.clear()
@@ -187,17 +190,17 @@ class Canonizer:
         """Mark ``module`` as changed by this canonizer; refuse modules another canonizer already changed."""
         if id(module) in self._claimed:
             return
-        owner = _OWNERS.get(module)
+        owner = _OWNERS.get(id(module))
         if owner is not None and owner is not self:
             raise RuntimeError(
                 f"{type(module).__name__} module is already canonized by {owner!r}; remove that canonizer "
                 "before applying another one to the same model")
-        _OWNERS[module] = self
+        _OWNERS[id(module)] = self
         self._claimed[id(module)] = module
 
     def owns(self, module: nn.Module) -> bool:
         """Whether this canonizer has changed ``module``."""
-        return self._claimed.get(id(module)) is module and _OWNERS.get(module) is self
+        return self._claimed.get(id(module)) is module and _OWNERS.get(id(module)) is self
 
     def is_fresh(self, tensor: torch.Tensor | None) -> bool:
         """Whether ``tensor`` is a parameter this canonizer created (so it may be updated in place: it is not
