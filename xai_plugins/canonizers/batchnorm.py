@@ -54,11 +54,6 @@ _PASSTHROUGH = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d
 _CANONIZER_MODULES = (Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU)
 
 
-def _at(slot: Slot) -> nn.Module:
-    parent, name = slot
-    return parent._modules[name]
-
-
 def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, _ConvNd))
 
@@ -150,7 +145,7 @@ def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot,
     """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that feeds it.
 
     ``affine`` is the BN's precomputed terms (from :func:`batchnorm_affines`), if available."""
-    layer, bn = _at(layer_slot), _at(bn_slot)
+    layer, bn = layer_slot[0]._modules[layer_slot[1]], bn_slot[0]._modules[bn_slot[1]]
     if not _is_linear(layer):
         raise TypeError(f"BatchNorm can only be merged into a Linear or convolution, got {type(layer).__name__}")
     if bn.num_features != _channels_out(layer):
@@ -208,14 +203,15 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     constants constant (global average pooling, flatten), which a Linear layer may sit behind. ``affine`` is
     the BN's precomputed terms (from :func:`batchnorm_affines`), if available.
     """
-    bn, layer = _at(bn_slot), _at(layer_slot)
-    if not _is_linear(layer):
+    bn, layer = bn_slot[0]._modules[bn_slot[1]], layer_slot[0]._modules[layer_slot[1]]
+    linear = isinstance(layer, nn.Linear)
+    if not linear and not isinstance(layer, _ConvNd):
         raise TypeError(f"BatchNorm can only be merged into a Linear or convolution, got {type(layer).__name__}")
     for module in between:
         if not isinstance(module, _PASSTHROUGH):
             raise TypeError(f"cannot merge BatchNorm through {type(module).__name__}; only global average "
                             "pooling, flatten, dropout and identity may sit between BN and the layer")
-    in_channels = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+    in_channels = layer.in_features if linear else layer.in_channels
     if bn.num_features != in_channels:
         raise ValueError(f"cannot merge {type(bn).__name__}({bn.num_features}) into the following "
                          f"{type(layer).__name__} with {in_channels} input channels: channel counts differ")
@@ -223,7 +219,7 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     if act_slot is None:
         d = b
     else:
-        act = _at(act_slot)
+        act = act_slot[0]._modules[act_slot[1]]
         if type(act) is not nn.ReLU:
             raise TypeError(f"only ReLU can sit between a BatchNorm and the layer it is merged into, got "
                             f"{type(act).__name__}")
@@ -240,7 +236,7 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     # the scaled weight first, so that the reads of ``weight`` below find it in cache
     new_weight = torch.mul(weight, _per_input(layer, a), out=editor.new_like(weight))
     bias_kernel = None
-    if isinstance(layer, nn.Linear):
+    if linear:
         shift = torch.mv(weight, d)
     elif layer.groups == 1 and not _zero_padded(layer) and not isinstance(layer, PositionalBiasConv2d):
         # every tap of an unpadded convolution sees the constant: sum the taps (a 1x1 kernel has one)

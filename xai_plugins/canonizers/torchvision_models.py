@@ -157,9 +157,15 @@ class TorchvisionCanonizer(Canonizer):
         try:
             self.restructure(model)
             self._gates()
-            affines = batchnorm_affines([m for m in self._modules_before if isinstance(m, _BatchNorm)])
+            norms, sequentials = [], []
+            for module in self._modules_before:
+                if isinstance(module, _BatchNorm):
+                    norms.append(module)
+                elif isinstance(module, nn.Sequential):
+                    sequentials.append(module)
+            affines = batchnorm_affines(norms)
             merged = {id(bn_slot[0]._modules[bn_slot[1]]) for bn_slot, *_ in self._following}
-            preceding = self._preceding + sequential_pairs(self._modules_before)
+            preceding = self._preceding + sequential_pairs(sequentials)
             layers = {id(layer): layer for layer in (slot[0]._modules[slot[1]] for slot in
                                                      [t[2] for t in self._following] + [p[0] for p in preceding])}
             self.reserve(layer.weight for layer in layers.values())
@@ -175,7 +181,7 @@ class TorchvisionCanonizer(Canonizer):
                     self._merge_preceding_once(merged, affines, *pair)
             for layer_slot, bn_slot in preceding:
                 self._merge_preceding_once(merged, affines, layer_slot, bn_slot)
-            self._check_all_merged(model)
+            self._check_all_merged(model, norms)
         finally:
             del self._modules_before, self._following, self._preceding
 
@@ -210,9 +216,9 @@ class TorchvisionCanonizer(Canonizer):
                 self.add(module, "xai_gate", new_module(Gate, signal_takes_all=True))
                 self.override_forward(module, _gate_forward)
 
-    def _check_all_merged(self, model: nn.Module) -> None:
-        for module in self._modules_before:
-            if isinstance(module, _BatchNorm) and not self.owns(module):
+    def _check_all_merged(self, model: nn.Module, norms: list[_BatchNorm]) -> None:
+        for module in norms:
+            if not self.owns(module):
                 name = next(n for n, m in model.named_modules() if m is module)
                 raise ValueError(f"{type(self).__name__}: BatchNorm {name!r} has no layer to merge into in this "
                                  f"{type(model).__name__}; the model differs from the torchvision architecture. "
