@@ -78,6 +78,8 @@ def batchnorm_affine(bn: _BatchNorm) -> tuple[Tensor, Tensor]:
 def relu_terms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(threshold, d, flip)`` with ``relu(a*x + b) == a*ThresholdReLU(threshold, flip)(x) + d`` per channel."""
     zero = a == 0
+    if not bool(zero.any()):  # the usual case, without the where() passes (the same values)
+        return -b / a, b, a < 0
     threshold = torch.where(zero, torch.zeros_like(a), -b / torch.where(zero, torch.ones_like(a), a))
     return threshold, torch.where(zero, b.clamp(min=0), b), a < 0
 
@@ -109,7 +111,8 @@ def batchnorm_affines(bns: Sequence[_BatchNorm]) -> dict[int, tuple[Tensor, ...]
         a = torch.rsqrt(var + eps) * torch.cat(weights)
         b = -torch.cat(means) * a + torch.cat(biases)
         threshold, d, flip = relu_terms(a, b)
-        pieces = [term.split(sizes) for term in (a, b, threshold, d, flip)]
+        a_, b_, threshold_, flip_ = (term.split(sizes) for term in (a, b, threshold, flip))
+        pieces = [a_, b_, threshold_, b_ if d is b else d.split(sizes), flip_]
         for bn, *terms in zip(bns_, *pieces):
             result[id(bn)] = tuple(terms)
     return result
