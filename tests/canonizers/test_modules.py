@@ -68,3 +68,17 @@ def test_new_module_is_a_constructed_module() -> None:
         for key, value in first.__dict__.items():
             if isinstance(value, (dict, set)):
                 assert value is not second.__dict__[key], key
+
+
+def test_threshold_relu_pass_through_keeps_the_value_and_passes_the_gradient() -> None:
+    module = ThresholdReLU(torch.tensor([0.0, 1.0]), flip=torch.tensor([False, True]))
+    x = torch.tensor([[-1.0, 0.5], [2.0, -3.0]]).view(1, 2, 2).requires_grad_()
+    plain = module(x)
+    (mask,) = torch.autograd.grad(plain.sum(), x)
+    assert torch.equal(mask, torch.tensor([[[0.0, 1.0], [0.0, 1.0]]]))  # the gradient of max / min
+    module.pass_through = True
+    passed = module(x)
+    assert torch.equal(passed, plain)
+    (identity,) = torch.autograd.grad(passed.sum(), x)
+    assert torch.equal(identity, torch.ones_like(x))
+    passed.mul_(2)  # a new tensor, not a view: in-place use after the module stays allowed

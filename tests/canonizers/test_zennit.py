@@ -247,3 +247,32 @@ def test_zplus_fallback_leaves_other_rules_alone() -> None:
     plain, _ = _depthwise_relevance(Epsilon(zero_params="bias"), [])
     with_rule, _ = _depthwise_relevance(Epsilon(zero_params="bias"), [for_zennit(_Rules())])
     assert torch.equal(plain, with_rule)
+
+
+def test_threshold_relu_switch_equals_zennit_pass_and_is_restored() -> None:
+    """The adapter's pass-through switch gives Zennit's ``Pass`` relevance exactly; remove restores the flag of a
+    ThresholdReLU that was in the model before (and the ones it created leave with the canonizer)."""
+    from zennit.rules import Pass
+
+    from xai_plugins.canonizers.modules import ThresholdReLU
+    from xai_plugins.canonizers.torchvision_models import DenseNetCanonizer
+    from xai_plugins_zennit.canonizers import ZennitCanonizer, default_rules, pass_through
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(tvm.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2,
+                                             num_classes=5).eval())
+    x = torch.randn(2, 3, 32, 32)
+    with_pass = [(kind, (lambda module: Pass()) if factory is pass_through else factory)
+                 for kind, factory in default_rules()]
+    switched, _, _ = lrp(model, x, [ZennitCanonizer(DenseNetCanonizer())])
+    hooked, _, _ = lrp(model, x, [ZennitCanonizer(DenseNetCanonizer(), rules=with_pass)])
+    assert torch.allclose(switched, hooked, rtol=1e-6, atol=1e-7)
+
+    extra = ThresholdReLU(torch.zeros(3))
+    model.features.add_module("extra", extra)
+    canonizer = ZennitCanonizer(DenseNetCanonizer())
+    canonizer.apply(model)
+    created = [m for m in model.modules() if isinstance(m, ThresholdReLU) and m is not extra]
+    assert extra.pass_through and created and all(m.pass_through for m in created)
+    canonizer.remove()
+    assert "pass_through" not in extra.__dict__ and not extra.pass_through

@@ -108,6 +108,22 @@ class Gate(nn.Module):
         return f"signal_takes_all={self.signal_takes_all}"
 
 
+def _threshold(input: Tensor, threshold: Tensor, flip: Tensor) -> Tensor:
+    return torch.where(flip, torch.minimum(input, threshold), torch.maximum(input, threshold))
+
+
+class _ThresholdPassThrough(torch.autograd.Function):
+    """``_threshold`` whose gradient is the identity: the LRP pass-through rule as an autograd function."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, threshold: Tensor, flip: Tensor) -> Tensor:
+        return _threshold(input, threshold, flip)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        return grad_output, None, None
+
+
 class ThresholdReLU(nn.Module):
     """Per-channel thresholded activation: ``max(x, t)`` per channel, or ``min(x, t)`` where ``flip`` is set.
 
@@ -117,7 +133,13 @@ class ThresholdReLU(nn.Module):
     2023). ``threshold`` and ``flip`` have one entry per channel (dimension 1 of the input).
     LRP rule: pass-through (relevance of the output goes unchanged to the input). ``copy=False`` keeps the
     given tensors instead of copies (canonizers pass tensors they just computed and own).
+
+    ``pass_through = True`` (off by default) makes the module apply that rule itself: the output is the same,
+    but its gradient goes to the input unchanged, as with Zennit's ``Pass`` hook. The Zennit adapter sets it
+    instead of registering a ``Pass`` (three hooks and their handles per module, 62 modules in a DenseNet-121).
     """
+
+    pass_through: bool = False
 
     def __init__(self, threshold: Tensor, flip: Tensor | None = None, copy: bool = True) -> None:
         super().__init__()
@@ -140,7 +162,9 @@ class ThresholdReLU(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         threshold = self._per_channel(self.threshold, input).to(input.dtype)
         flip = self._per_channel(self.flip, input)
-        return torch.where(flip, torch.minimum(input, threshold), torch.maximum(input, threshold))
+        if self.pass_through and input.requires_grad:
+            return _ThresholdPassThrough.apply(input, threshold, flip)
+        return _threshold(input, threshold, flip)
 
     def extra_repr(self) -> str:
         return f"channels={self.threshold.numel()}, flipped={int(self.flip.sum())}"

@@ -7,7 +7,8 @@ introduced, the rules that Zennit's layer maps do not know about:
 - :class:`~xai_plugins.canonizers.modules.Sum` → :class:`SumRule` (relevance split in proportion to the
   summands, as Zennit's ``Norm`` does for its own ``Sum``),
 - :class:`~xai_plugins.canonizers.modules.Gate` → :class:`SignalTakesAllRule` (all relevance to the signal),
-- :class:`~xai_plugins.canonizers.modules.ThresholdReLU` → Zennit's ``Pass``,
+- :class:`~xai_plugins.canonizers.modules.ThresholdReLU` → pass-through (:func:`pass_through`: the module's own
+  ``pass_through`` switch, the same gradient as Zennit's ``Pass`` without registering three hooks per module),
 - convolutions → :class:`ZPlusFallbackRule`, which completes the composite's z⁺ rule where a unit has no
   positive contribution (z⁺ would divide by the stabiliser and lose its relevance); attached only in models with
   negative-valued activations (SiLU, Hardswish, …) and active only where the composite's rule is z⁺.
@@ -31,7 +32,9 @@ from xai_plugins.canonizers.modules import Gate, Sum, ThresholdReLU
 from xai_plugins.canonizers.selection import canonizers_for as _core_canonizers_for
 
 __all__ = ["MIXED_SIGN_ACTIVATIONS", "SignalTakesAllRule", "SumRule", "ZPlusFallbackRule", "ZennitCanonizer",
-           "canonizers_for", "default_rules", "for_zennit", "zplus_fallback"]
+           "canonizers_for", "default_rules", "for_zennit", "pass_through", "zplus_fallback"]
+
+_MISSING = object()
 
 
 def _reduce_to(tensor: Tensor, like: Tensor) -> Tensor:
@@ -133,7 +136,7 @@ def default_rules() -> list[tuple[type[nn.Module], Callable[[nn.Module], Hook | 
     return [
         (Sum, lambda module: SumRule()),
         (Gate, lambda module: SignalTakesAllRule() if module.signal_takes_all else None),
-        (ThresholdReLU, lambda module: Pass()),
+        (ThresholdReLU, pass_through),
         (nn.Conv2d, zplus_fallback),
     ]
 
@@ -141,6 +144,13 @@ def default_rules() -> list[tuple[type[nn.Module], Callable[[nn.Module], Hook | 
 MIXED_SIGN_ACTIVATIONS = (nn.SiLU, nn.Hardswish, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.LeakyReLU,
                           nn.PReLU, nn.Tanh, nn.Softsign, nn.Tanhshrink)
 """Activations with negative outputs: behind them a unit can receive relevance with no positive contribution."""
+
+
+def pass_through(module: nn.Module) -> Pass:
+    """Rule factory for :class:`ThresholdReLU`: relevance passes unchanged. :class:`ZennitCanonizer` does not call
+    it but switches on the module's ``pass_through`` (the same gradient, no hooks); called directly, it gives
+    Zennit's ``Pass``."""
+    return Pass()
 
 
 def zplus_fallback(module: nn.Module) -> ZPlusFallbackRule:
@@ -160,6 +170,7 @@ class ZennitCanonizer:
         self.canonizer = canonizer
         self.rules = default_rules() if rules is None else rules
         self._rule_handles = RemovableHandleList()
+        self._switched: list[tuple[nn.Module, object]] = []
         self._applied = False
 
     def __repr__(self) -> str:
@@ -183,6 +194,10 @@ class ZennitCanonizer:
                 factory = factories[kind]
                 if factory is None or (factory is zplus_fallback and not mixed_sign):
                     continue
+                if factory is pass_through and isinstance(module, ThresholdReLU):
+                    self._switched.append((module, module.__dict__.get("pass_through", _MISSING)))
+                    module.__dict__["pass_through"] = True
+                    continue
                 rule = factory(module)
                 if rule is not None:
                     self._rule_handles.append(rule.register(module))
@@ -195,6 +210,12 @@ class ZennitCanonizer:
     def remove(self) -> None:
         """Remove the rules and revert the canonizer; safe to call more than once."""
         self._rule_handles.remove()
+        while self._switched:
+            module, old = self._switched.pop()
+            if old is _MISSING:
+                module.__dict__.pop("pass_through", None)
+            else:
+                module.__dict__["pass_through"] = old
         self.canonizer.remove()
         self._applied = False
 
