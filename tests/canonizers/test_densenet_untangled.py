@@ -187,7 +187,7 @@ def test_conservation_zennit() -> None:
     """EpsilonPlusFlat(zero_params='bias'), relevance started at one-hot × output, 48×48, DenseNet-121.
 
     Measured (2026-11-22): initial statistics 0.9999965; randomised (calibrate_batchnorm, seed 1) 0.9999996 with
-    the adapter's rules (``for_zennit``: ThresholdReLU → Pass), 0.99998 with the bare canonizer in the composite
+    the adapter's rules (``for_zennit``: ThresholdReLU → pass-through), 0.99998 with the bare canonizer in the composite
     (the stem's threshold ReLUs then drop the relevance of clamped inputs). Bounds: 1 ± 0.01 for initial
     statistics, 1 ± 1e-3 for the randomised ones.
     """
