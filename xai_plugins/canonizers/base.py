@@ -212,19 +212,16 @@ class Canonizer:
 
         The new parameter copies ``requires_grad`` from the old one (or from ``weight`` when adding a bias).
         """
-        if id(module) not in self._claimed:
-            self.claim(module)
-        parameters = module._parameters
-        old = parameters[name]
+        self.claim(module)
+        old = module._parameters[name]
         if value is None:
             new = None
         else:
-            reference = old if old is not None else parameters.get("weight")
+            reference = old if old is not None else module._parameters.get("weight")
             requires_grad = reference.requires_grad if reference is not None else True
             new = nn.Parameter(value, requires_grad=requires_grad)  # Parameter() detaches
             self._fresh[id(new)] = new
-        self._undo.append((module, "_parameters", name, old))  # _record, inlined: once per merged layer
-        parameters[name] = new
+        self._record(module, "_parameters", name, new)
 
     def swap_buffer(self, module: nn.Module, name: str, value: torch.Tensor) -> None:
         """Replace buffer ``name`` of ``module`` by ``value`` (the old tensor is kept, not modified)."""
@@ -250,13 +247,7 @@ class Canonizer:
 
     def override_forward(self, module: nn.Module, forward: Callable[..., Any]) -> None:
         """Make ``forward(module, *args)`` the module's forward (an instance attribute, deleted on remove)."""
-        state = module.__dict__
-        if "forward" in state:
+        if "forward" in module.__dict__:
             raise RuntimeError(f"{type(module).__name__} already has an instance-level forward override; "
                                "another tool patched this model")
-        if id(module) not in self._claimed:
-            self.claim(module)
-        # set_attribute, inlined (once per BatchNorm and block): a module cannot hold a child, parameter or
-        # buffer called ``forward`` (nn.Module refuses the name), so only the instance dictionary changes
-        self._undo.append((module, None, "forward", _MISSING))
-        state["forward"] = types.MethodType(forward, module)
+        self.set_attribute(module, "forward", types.MethodType(forward, module))
