@@ -149,3 +149,67 @@ def test_unknown_module_name_is_reported() -> None:
     model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).eval()
     with pytest.raises(ValueError, match="has no submodule 'features.0'"):
         MergeBatchNormPreceding(pairs=[("features.0", "1")]).apply(model)
+
+
+class _Between(nn.Module):
+    """BN → ReLU → 1x1 conv (or Linear) → BN: the layer that ``merge_between`` merges in one pass."""
+
+    def __init__(self, linear: bool = False, padding: int = 0) -> None:
+        super().__init__()
+        self.bn_in, self.relu = (nn.BatchNorm1d(6), nn.ReLU()) if linear else (nn.BatchNorm2d(6), nn.ReLU())
+        self.layer = nn.Linear(6, 5) if linear else nn.Conv2d(6, 5, 1 + 2 * padding, padding=padding)
+        self.bn_out = nn.BatchNorm1d(5) if linear else nn.BatchNorm2d(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn_out(self.layer(self.relu(self.bn_in(x))))
+
+
+def _merge_between(model: _Between):
+    from xai_plugins.canonizers.base import Canonizer
+    from xai_plugins.canonizers.batchnorm import batchnorm_affines, merge_between
+
+    class Both(Canonizer):
+        merged = None
+
+        def canonize(self, module: nn.Module) -> None:
+            affines = batchnorm_affines([module.bn_in, module.bn_out])
+            self.merged = merge_between(self, (module, "bn_in"), (module, "relu"), (module, "layer"),
+                                        (module, "bn_out"), affines[id(module.bn_in)], affines[id(module.bn_out)])
+
+    return Both()
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_merge_between_is_exact_with_flipped_thresholds(linear: bool) -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorm(_Between(linear), seed=7)
+    for bn in (model.bn_in, model.bn_out):
+        bn.weight.data[0] = -0.7  # negative (flipped threshold) but not zero, so the one-pass merge applies
+    canonizer = _merge_between(model)
+    structure = _check(model, canonizer, torch.randn(4, 6) if linear else torch.randn(2, 6, 4, 4))
+    assert canonizer.merged is True and structure.count(ThresholdReLU) == 1
+
+
+@pytest.mark.parametrize("case", ["zero scale", "padded kernel"])
+def test_merge_between_declines_and_changes_nothing(case: str) -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorm(_Between(padding=int(case == "padded kernel")), seed=8)
+    if case == "padded kernel":
+        model.bn_in.weight.data[0] = 0.5
+    assert bool((model.bn_in.weight == 0).any()) == (case == "zero scale")
+    before = snapshot(model)
+    canonizer = _merge_between(model)
+    canonizer.apply(model)
+    assert canonizer.merged is False and not canonizer.applied
+    canonizer.remove()
+    assert_same(before, snapshot(model))
+
+
+def test_merge_between_checks_channels() -> None:
+    model = _Between().eval()
+    model.bn_out = nn.BatchNorm2d(4).eval()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(6\) → Conv2d \(6 → 5 channels\) → BatchNorm2d\(4\): "
+                                         "channel counts differ"):
+        _merge_between(model).apply(model)
+    assert_same(before, snapshot(model))

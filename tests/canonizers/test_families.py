@@ -70,6 +70,32 @@ def test_function_unchanged_and_restored(name: str) -> None:
         assert torch.equal(model(x), reference)
 
 
+def test_densenet_dense_layers_merge_both_sides_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no zero BatchNorm scale, every dense layer's conv1 takes both merges in one pass (flipped thresholds
+    included), the function is unchanged within 1e-5 and remove restores it bitwise."""
+    from xai_plugins.canonizers import torchvision_models
+
+    calls = []
+    real = torchvision_models.merge_between
+    monkeypatch.setattr(torchvision_models, "merge_between", lambda *args: calls.append(real(*args)) or calls[-1])
+    torch.manual_seed(0)
+    model = randomize_batchnorm(tvm.DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16,
+                                             bn_size=2, num_classes=10), seed=2)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.weight.data[0] = -0.6
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+    before = snapshot(model)
+    canonizer = canonizers_for(model)[0]
+    canonizer.apply(model)
+    with torch.no_grad():
+        error = (model(x) - reference).abs().max() / reference.abs().max()
+    canonizer.remove()
+    assert calls == [True] * 5 and error <= 1e-5
+    assert_same(before, snapshot(model))
+
+
 def test_no_module_called_twice_while_canonized() -> None:
     """Captum's LRP needs one module per call; the canonized ResNet must not reuse its ReLU."""
     model = tvm.resnet18(num_classes=10).eval()

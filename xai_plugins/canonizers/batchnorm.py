@@ -38,6 +38,7 @@ __all__ = [
     "MergeBatchNormPreceding",
     "batchnorm_affine",
     "batchnorm_affines",
+    "merge_between",
     "merge_following",
     "merge_preceding",
     "neutralize_batchnorm",
@@ -274,6 +275,46 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     if bias_kernel is not None:
         editor.swap_buffer(layer, "bias_kernel", bias_kernel)
     neutralize_batchnorm(editor, bn)
+
+
+def merge_between(editor: Canonizer, bn_slot: Slot, act_slot: Slot, layer_slot: Slot, out_bn_slot: Slot,
+                  affine: tuple[Tensor, ...], out_affine: tuple[Tensor, ...]) -> bool:
+    """Both merges of a 1x1 convolution or Linear between two BatchNorms, ``BN → ReLU → layer → BN`` (every
+    dense layer of a DenseNet), in one pass over the weight: ``W' = a_out * W * a_in`` and
+    ``b' = a_out * b + b_out - W' @ t`` with ``t = -b_in/a_in`` the ThresholdReLU's threshold (``W @ b_in`` is
+    ``W' @ (-t)`` scaled back by ``a_out``). Returns ``False``, changing nothing, where that shortcut does not
+    apply (a zero scale, a padded or grouped kernel, mixed dtypes): the caller then merges one side at a time.
+    """
+    bn, act = bn_slot[0]._modules[bn_slot[1]], act_slot[0]._modules[act_slot[1]]
+    layer, out_bn = layer_slot[0]._modules[layer_slot[1]], out_bn_slot[0]._modules[out_bn_slot[1]]
+    if type(act) is not nn.ReLU or affine[3] is not affine[1]:  # d is b exactly when no scale is zero
+        return False
+    weight = layer.weight
+    outputs, inputs = weight.shape[:2]
+    if type(layer) is nn.Conv2d:
+        if layer.groups != 1 or weight.numel() != outputs * inputs or _zero_padded(layer):
+            return False
+    elif type(layer) is not nn.Linear:
+        return False
+    a, _, threshold, _, flip = affine
+    out_a, out_b = out_affine[:2]
+    if not (a.dtype == out_a.dtype == weight.dtype) or editor.is_fresh(weight):
+        return False
+    if bn.num_features != inputs or out_bn.num_features != outputs:
+        raise ValueError(f"cannot merge {type(bn).__name__}({bn.num_features}) → {type(layer).__name__} "
+                         f"({inputs} → {outputs} channels) → {type(out_bn).__name__}({out_bn.num_features}): "
+                         "channel counts differ")
+    editor.set_child(*act_slot, new_module(ThresholdReLU, {"threshold": threshold, "flip": flip}))
+    new_weight = torch.mul(weight, a.view(1, -1, 1, 1) if weight.dim() == 4 else a,
+                           out=editor.new_like(weight))
+    new_weight.mul_(out_a.view(-1, 1, 1, 1) if weight.dim() == 4 else out_a.view(-1, 1))
+    bias = out_b if layer.bias is None else torch.addcmul(out_b, layer.bias, out_a)
+    bias = torch.addmv(bias, new_weight.view(outputs, inputs), threshold, alpha=-1)
+    editor.swap_parameter(layer, "weight", new_weight)
+    editor.swap_parameter(layer, "bias", bias)
+    neutralize_batchnorm(editor, bn)
+    neutralize_batchnorm(editor, out_bn)
+    return True
 
 
 def sequential_pairs(root: nn.Module | Iterable[nn.Module]) -> list[tuple[Slot, Slot]]:

@@ -22,7 +22,13 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers.base import Canonizer, modules_of
-from xai_plugins.canonizers.batchnorm import batchnorm_affines, merge_following, merge_preceding, sequential_pairs
+from xai_plugins.canonizers.batchnorm import (
+    batchnorm_affines,
+    merge_between,
+    merge_following,
+    merge_preceding,
+    sequential_pairs,
+)
 from xai_plugins.canonizers.modules import Concat, Gate, Sum, new_module
 
 __all__ = [
@@ -174,9 +180,16 @@ class TorchvisionCanonizer(Canonizer):
             into_layer = {(id(layer_slot[0]), layer_slot[1]): (layer_slot, bn_slot)
                           for layer_slot, bn_slot in preceding if id(bn_slot[0]._modules[bn_slot[1]]) not in merged}
             for bn_slot, act_slot, layer_slot, between in self._following:
-                bn = bn_slot[0]._modules[bn_slot[1]]
-                merge_following(self, bn_slot, act_slot, layer_slot, between, affines.get(id(bn)))
+                affine = affines.get(id(bn_slot[0]._modules[bn_slot[1]]))
                 pair = into_layer.get((id(layer_slot[0]), layer_slot[1]))
+                if pair is not None and affine is not None and act_slot is not None and not between:
+                    out_bn = id(pair[1][0]._modules[pair[1][1]])
+                    out_affine = affines.get(out_bn)
+                    if out_bn not in merged and out_affine is not None and merge_between(
+                            self, bn_slot, act_slot, layer_slot, pair[1], affine, out_affine):
+                        merged.add(out_bn)
+                        continue
+                merge_following(self, bn_slot, act_slot, layer_slot, between, affine)
                 if pair is not None:
                     self._merge_preceding_once(merged, affines, *pair)
             for layer_slot, bn_slot in preceding:
