@@ -61,10 +61,14 @@ def snapshot(model: nn.Module) -> dict:
     return {
         "state": {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
         "params": [(name, id(p), p.requires_grad) for name, p in model.named_parameters()],
-        "modules": [(name, id(m), type(m), sorted(m.__dict__), list(m._modules), m.training,
-                     dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-                    for name, m in model.named_modules()],
+        "modules": [_module_snapshot(name, m) for name, m in model.named_modules()],
     }
+
+
+def _module_snapshot(name: str, m: nn.Module) -> tuple:
+    # hooks read first: an ExplicitModule makes its hook containers on first read, which adds them to __dict__
+    hooks = (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+    return (name, id(m), type(m), sorted(m.__dict__), list(m._modules), m.training, *hooks)
 
 
 def assert_same(before: dict, after: dict) -> None:

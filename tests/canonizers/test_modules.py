@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -48,13 +51,16 @@ def test_positional_bias_conv_equals_conv_of_shifted_input() -> None:
 
 
 def test_new_module_is_a_constructed_module() -> None:
-    """The fast constructor canonizers use gives the state the regular constructor gives, containers not shared."""
+    """The fast constructor canonizers use gives the state the regular constructor gives (the hook containers
+    once read), containers not shared between instances."""
     threshold, flip = torch.tensor([0.5, -1.0]), torch.tensor([False, True])
     fast = new_module(ThresholdReLU, {"threshold": threshold, "flip": flip})
     slow = ThresholdReLU(threshold, flip=flip)
-    assert set(fast.__dict__) == set(slow.__dict__)
+    lazy = {key for key, value in slow.__dict__.items() if isinstance(value, dict) and "hook" in key}
+    assert len(lazy) == 11 and set(fast.__dict__) == set(slow.__dict__) - lazy
     for key, value in slow.__dict__.items():
-        assert type(fast.__dict__[key]) is type(value), key
+        assert type(getattr(fast, key)) is type(value), key
+    assert set(fast.__dict__) == set(slow.__dict__)
     assert repr(fast) == repr(slow) and list(fast.state_dict()) == list(slow.state_dict())
     assert fast.threshold is threshold and fast.flip is flip
     x = torch.randn(3, 2, 4)
@@ -67,7 +73,28 @@ def test_new_module_is_a_constructed_module() -> None:
     for first, second in [(fast, other), (other, new_module(Gate, signal_takes_all=True))]:
         for key, value in first.__dict__.items():
             if isinstance(value, (dict, set)):
-                assert value is not second.__dict__[key], key
+                assert value is not getattr(second, key), key
+
+
+def test_new_module_hooks_copies_and_pickles_like_a_module() -> None:
+    """Hook containers made on first use behave as eager ones: hooks fire, copies and pickles keep working."""
+    seen = []
+    fresh = new_module(Sum)
+    fresh.register_forward_pre_hook(lambda module, args: seen.append("pre"))
+    fresh.register_forward_hook(lambda module, args, out: seen.append("post"))
+    fresh.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append("backward"))
+    fresh.register_state_dict_post_hook(lambda module, state, prefix, local: seen.append("state"))
+    a, b = torch.ones(2, requires_grad=True), torch.full((2,), 2.0)
+    fresh(a, b).sum().backward()
+    fresh.state_dict()
+    assert seen == ["pre", "post", "backward", "state"]
+    for copied in (copy.deepcopy(new_module(Concat, dim=2)), pickle.loads(pickle.dumps(new_module(Concat, dim=2)))):
+        assert copied.dim == 2 and not copied._forward_hooks
+        assert torch.equal(copied(torch.ones(1, 1, 1), torch.zeros(1, 1, 1)), torch.tensor([[[1.0, 0.0]]]))
+    plain = new_module(Concat, dim=1)
+    plain(torch.ones(1, 1), torch.ones(1, 1))
+    assert {"_forward_hooks", "_forward_pre_hooks"} <= set(plain.__dict__)  # the call made the four it checks
+    assert "_state_dict_hooks" not in plain.__dict__
 
 
 def test_threshold_relu_pass_through_keeps_the_value_and_passes_the_gradient() -> None:
