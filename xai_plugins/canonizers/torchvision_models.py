@@ -158,51 +158,50 @@ class TorchvisionCanonizer(Canonizer):
                             f"{type(model).__name__}; use xai_plugins.canonizers.canonizers_for(model) to pick "
                             "the right canonizer")
         self._following: list[tuple[Any, Any, Any, tuple[nn.Module, ...]]] = []
+        self._between: list[tuple[Any, Any, Any, Any]] = []
         self._preceding: list[tuple[Any, Any]] = []
         self._modules_before = modules_of(model)
+        self._types = {type(module) for module in self._modules_before}
         try:
             self.restructure(model)
             self._gates()
-            norms, sequentials = [], []
-            for module in self._modules_before:
-                if isinstance(module, _BatchNorm):
-                    norms.append(module)
-                elif isinstance(module, nn.Sequential):
-                    sequentials.append(module)
+            norms = self.instances(_BatchNorm)
             affines = batchnorm_affines(norms)
-            merged = {id(bn_slot[0]._modules[bn_slot[1]]) for bn_slot, *_ in self._following}
-            preceding = self._preceding + sequential_pairs(sequentials)
-            layers = {id(layer): layer for layer in (slot[0]._modules[slot[1]] for slot in
-                                                     [t[2] for t in self._following] + [p[0] for p in preceding])}
+            preceding = self._preceding + sequential_pairs(self.instances(nn.Sequential))
+            layer_slots = [t[2] for t in self._between] + [t[2] for t in self._following] + [p[0] for p in preceding]
+            layers = {id(layer): layer for layer in (slot[0]._modules[slot[1]] for slot in layer_slots)}
             self.reserve(layer.weight for layer in layers.values())
-            # a layer that takes a BN on each side gets its preceding merge right after the following one, while
-            # its new weight is still in cache (the following merges keep priority over any BN they share)
-            into_layer = {(id(layer_slot[0]), layer_slot[1]): (layer_slot, bn_slot)
-                          for layer_slot, bn_slot in preceding if id(bn_slot[0]._modules[bn_slot[1]]) not in merged}
+            # a BN merged into the following layer is not merged into a preceding one as well
+            merged = {id(slot[0]._modules[slot[1]]) for slot in [t[0] for t in self._between + self._following]}
+            for bn_slot, act_slot, layer_slot, out_slot in self._between:
+                out_bn = out_slot[0]._modules[out_slot[1]]
+                if id(out_bn) in merged:
+                    self._following.append((bn_slot, act_slot, layer_slot, ()))
+                    continue
+                merged.add(id(out_bn))
+                affine, out_affine = affines.get(id(bn_slot[0]._modules[bn_slot[1]])), affines.get(id(out_bn))
+                if affine is None or out_affine is None or not merge_between(
+                        self, bn_slot, act_slot, layer_slot, out_slot, affine, out_affine):
+                    # one side at a time; the preceding merge right after, while the new weight is in cache
+                    merge_following(self, bn_slot, act_slot, layer_slot, (), affine)
+                    merge_preceding(self, layer_slot, out_slot, out_affine)
             for bn_slot, act_slot, layer_slot, between in self._following:
-                affine = affines.get(id(bn_slot[0]._modules[bn_slot[1]]))
-                pair = into_layer.get((id(layer_slot[0]), layer_slot[1]))
-                if pair is not None and affine is not None and act_slot is not None and not between:
-                    out_bn = id(pair[1][0]._modules[pair[1][1]])
-                    out_affine = affines.get(out_bn)
-                    if out_bn not in merged and out_affine is not None and merge_between(
-                            self, bn_slot, act_slot, layer_slot, pair[1], affine, out_affine):
-                        merged.add(out_bn)
-                        continue
-                merge_following(self, bn_slot, act_slot, layer_slot, between, affine)
-                if pair is not None:
-                    self._merge_preceding_once(merged, affines, *pair)
+                merge_following(self, bn_slot, act_slot, layer_slot, between,
+                                affines.get(id(bn_slot[0]._modules[bn_slot[1]])))
             for layer_slot, bn_slot in preceding:
-                self._merge_preceding_once(merged, affines, layer_slot, bn_slot)
+                bn = bn_slot[0]._modules[bn_slot[1]]
+                if id(bn) not in merged:
+                    merged.add(id(bn))
+                    merge_preceding(self, layer_slot, bn_slot, affines.get(id(bn)))
             self._check_all_merged(model, norms)
         finally:
-            del self._modules_before, self._following, self._preceding
+            del self._modules_before, self._types, self._following, self._between, self._preceding
 
-    def _merge_preceding_once(self, merged: set[int], affines: dict, layer_slot: Any, bn_slot: Any) -> None:
-        bn = bn_slot[0]._modules[bn_slot[1]]
-        if id(bn) not in merged:
-            merged.add(id(bn))
-            merge_preceding(self, layer_slot, bn_slot, affines.get(id(bn)))
+    def instances(self, classes: type | tuple[type, ...]) -> list[nn.Module]:
+        """The model's modules (as found before canonizing) that are instances of ``classes``, in module order;
+        one pass with a set lookup per module, and none when no module's type matches."""
+        wanted = {kind for kind in self._types if issubclass(kind, classes)}
+        return [module for module in self._modules_before if type(module) in wanted] if wanted else []
 
     def add(self, parent: nn.Module, name: str, module: nn.Module) -> nn.Module:
         """Add ``module`` (a parameter-free module) as ``parent.<name>``."""
@@ -212,8 +211,8 @@ class TorchvisionCanonizer(Canonizer):
     def residual_sums(self, block_classes: type | tuple[type, ...], forward: Callable[..., Tensor],
                       adds_residual: Callable[[nn.Module], bool] = lambda block: block.use_res_connect) -> None:
         """Give every block of ``block_classes`` that adds a residual an explicit :class:`Sum` and ``forward``."""
-        for block in self._modules_before:
-            if isinstance(block, block_classes) and adds_residual(block):
+        for block in self.instances(block_classes):
+            if adds_residual(block):
                 self.add(block, "xai_residual", new_module(Sum))
                 self.override_forward(block, forward)
 
@@ -224,14 +223,15 @@ class TorchvisionCanonizer(Canonizer):
 
     def _gates(self) -> None:
         se_class = _tv("ops.misc", "SqueezeExcitation")
-        for module in self._modules_before:
-            if type(module) is se_class:
+        for module in self.instances(se_class):
+            if type(module) is se_class:  # exactly torchvision's block, not a subclass with another forward
                 self.add(module, "xai_gate", new_module(Gate, signal_takes_all=True))
                 self.override_forward(module, _gate_forward)
 
     def _check_all_merged(self, model: nn.Module, norms: list[_BatchNorm]) -> None:
+        claimed = self._claimed  # every merged BN was claimed (its forward overridden) by this canonizer
         for module in norms:
-            if not self.owns(module):
+            if id(module) not in claimed:
                 name = next(n for n, m in model.named_modules() if m is module)
                 raise ValueError(f"{type(self).__name__}: BatchNorm {name!r} has no layer to merge into in this "
                                  f"{type(model).__name__}; the model differs from the torchvision architecture. "
@@ -258,18 +258,17 @@ class ResNetCanonizer(TorchvisionCanonizer):
     def restructure(self, model: nn.Module) -> None:
         basic, bottleneck = _tv("models.resnet", "BasicBlock"), _tv("models.resnet", "Bottleneck")
         self._preceding.append(((model, "conv1"), (model, "bn1")))
-        for block in self._modules_before:
-            if isinstance(block, (basic, bottleneck)):
-                convs = ("conv1", "conv2") if isinstance(block, basic) else ("conv1", "conv2", "conv3")
-                for index, conv in enumerate(convs, 1):
-                    self._preceding.append(((block, conv), (block, f"bn{index}")))
-                self.add(block, "xai_residual", new_module(Sum))
-                self.add(block, "xai_relu_out", nn.ReLU())
-                if isinstance(block, bottleneck):
-                    self.add(block, "xai_relu_mid", nn.ReLU())
-                    self.override_forward(block, _bottleneck_forward)
-                else:
-                    self.override_forward(block, _basic_block_forward)
+        for block in self.instances((basic, bottleneck)):
+            convs = ("conv1", "conv2") if isinstance(block, basic) else ("conv1", "conv2", "conv3")
+            for index, conv in enumerate(convs, 1):
+                self._preceding.append(((block, conv), (block, f"bn{index}")))
+            self.add(block, "xai_residual", new_module(Sum))
+            self.add(block, "xai_relu_out", nn.ReLU())
+            if isinstance(block, bottleneck):
+                self.add(block, "xai_relu_mid", nn.ReLU())
+                self.override_forward(block, _bottleneck_forward)
+            else:
+                self.override_forward(block, _basic_block_forward)
         self.head(model, _resnet_body, "avgpool", "fc")
 
 
@@ -285,7 +284,7 @@ class DenseNetCanonizer(TorchvisionCanonizer):
         layer_class = _tv("models.densenet", "_DenseLayer")
         block_class = _tv("models.densenet", "_DenseBlock")
         transition_class = _tv("models.densenet", "_Transition")
-        for module in self._modules_before:
+        for module in self.instances((block_class, layer_class, transition_class)):
             if isinstance(module, block_class):
                 names = list(module._modules)
                 self.add(module, "xai_concat", new_module(Concat, dim=1))
@@ -293,8 +292,7 @@ class DenseNetCanonizer(TorchvisionCanonizer):
             elif isinstance(module, layer_class):
                 self.add(module, "xai_concat", new_module(Concat, dim=1))
                 self.override_forward(module, _dense_layer_forward)
-                self._following.append(((module, "norm1"), (module, "relu1"), (module, "conv1"), ()))
-                self._preceding.append(((module, "conv1"), (module, "norm2")))
+                self._between.append(((module, "norm1"), (module, "relu1"), (module, "conv1"), (module, "norm2")))
             elif isinstance(module, transition_class):
                 self._following.append(((module, "norm"), (module, "relu"), (module, "conv"), ()))
         self.add(model, "xai_relu", nn.ReLU())
