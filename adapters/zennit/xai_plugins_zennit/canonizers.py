@@ -184,16 +184,16 @@ class ZennitCanonizer:
         self.canonizer.apply(root_module)
         try:
             modules = modules_of(root_module)
-            mixed_sign = any(type(module) in MIXED_SIGN_ACTIVATIONS for module in modules)
-            factories: dict[type, Callable[[nn.Module], Hook | None] | None] = {}  # first matching rule per type
-            for module in modules:
-                kind = type(module)
-                if kind not in factories:
-                    factories[kind] = next((factory for module_type, factory in self.rules
-                                            if isinstance(module, module_type)), None)
-                factory = factories[kind]
-                if factory is None or (factory is zplus_fallback and not mixed_sign):
-                    continue
+            kinds = {type(module) for module in modules}
+            mixed_sign = not kinds.isdisjoint(MIXED_SIGN_ACTIVATIONS)
+            factories: dict[type, Callable[[nn.Module], Hook | None]] = {}  # the first matching rule per type
+            for kind in kinds:
+                factory = next((factory for module_type, factory in self.rules if issubclass(kind, module_type)),
+                               None)
+                if factory is not None and (factory is not zplus_fallback or mixed_sign):
+                    factories[kind] = factory
+            for module in [module for module in modules if type(module) in factories] if factories else ():
+                factory = factories[type(module)]
                 if factory is pass_through and isinstance(module, ThresholdReLU):
                     self._switched.append((module, module.__dict__.get("pass_through", _MISSING)))
                     module.__dict__["pass_through"] = True
