@@ -12,6 +12,9 @@ behind).
   (``d = relu(b)`` where ``a == 0``), so ``W' = W*a`` per input channel and the constant ``d`` becomes a bias.
   Through zero padding that bias is position-dependent; it is kept exact with
   :class:`~xai_plugins.canonizers.modules.PositionalBiasConv2d`.
+- **Between** (``BN → ReLU → 1x1 conv/linear → BN``, every dense layer of a DenseNet): both at once,
+  ``W' = a_out*W*a_in`` and ``b' = a_out*b_old + b_out - W' @ t`` (:func:`merge_between`), one copy of the
+  weight instead of a copy and a second pass; where a scale is zero, the two merges one after the other.
 
 Pairs are found by following the real data flow: :class:`MergeBatchNormPreceding` and
 :class:`MergeBatchNormFollowing` trace the model with ``torch.fx`` (or take explicit module names), the

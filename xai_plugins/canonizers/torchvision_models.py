@@ -140,8 +140,9 @@ def _regnet_body(self: nn.Module, x: Tensor) -> Tensor:
 class TorchvisionCanonizer(Canonizer):
     """Shared steps of the torchvision canonizers; subclasses set ``model_class`` and implement ``restructure``.
 
-    ``canonize`` restructures the blocks, merges every conv/linear → BN pair inside plain ``nn.Sequential``
-    containers plus the pairs ``restructure`` listed, and finally checks that no BatchNorm was left unmerged.
+    ``canonize`` restructures the blocks, merges the layers ``restructure`` listed (``_between``: a layer with a
+    BN on each side; ``_following``; ``_preceding``) plus every conv/linear → BN pair inside plain
+    ``nn.Sequential`` containers, and finally checks that no BatchNorm was left unmerged.
     """
 
     model_class: tuple[str, str] = ("", "")
