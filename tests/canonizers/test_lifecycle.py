@@ -134,3 +134,34 @@ def test_reserved_room_is_disjoint_handed_out_once_and_only_without_autograd() -
     assert start_first % 64 == 0 and start_second % 64 == 0
     editor.reserve([first])
     assert editor.new_like(first) is None  # autograd is recording: out= would not be differentiable
+
+
+def _storages(model: nn.Module) -> set[int]:
+    """Where the weights live (merged weights share the reserved block; biases are allocated one by one)."""
+    return {p.untyped_storage().data_ptr() for name, p in model.named_parameters() if name.endswith("weight")}
+
+
+def test_spare_block_is_reused_only_when_no_tensor_uses_it() -> None:
+    """The merged weights of the next apply go into the block the last one used (no page faults), unless a
+    merged weight is still referenced after remove: then that weight keeps its values and a new block is used."""
+    from xai_plugins.canonizers import base, release_spare_blocks
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(tvm.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16,
+                                             bn_size=2, num_classes=10), seed=3)
+    own = _storages(model)
+    canonizer = canonizers_for(model)[0]
+    canonizer.apply(model)
+    first = _storages(model) - own
+    canonizer.remove()
+    canonizer.apply(model)
+    assert len(first) == 1 and _storages(model) - own == first  # the merged weights: the same block again
+    kept = model.features.denseblock1.denselayer1.conv1.weight
+    values = kept.detach().clone()
+    canonizer.remove()
+    canonizer.apply(model)
+    assert not (_storages(model) - own) & first  # the old block is still used by `kept`: a new one
+    canonizer.remove()
+    assert torch.equal(kept, values)
+    release_spare_blocks()
+    assert not base._SPARE

@@ -14,6 +14,7 @@ _EXPORTS: dict[str, str] = {
     "FAMILIES": "xai_plugins.canonizers.selection",
     "Canonizer": "xai_plugins.canonizers.base",
     "CanonizerHandle": "xai_plugins.canonizers.base",
+    "release_spare_blocks": "xai_plugins.canonizers.base",
     "Sum": "xai_plugins.canonizers.modules",
     "Concat": "xai_plugins.canonizers.modules",
     "Gate": "xai_plugins.canonizers.modules",

@@ -13,6 +13,7 @@ a buffer, a child module or an instance attribute), each of which pushes its inv
 
 from __future__ import annotations
 
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable
@@ -21,11 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Canonizer", "CanonizerHandle", "modules_of"]
+__all__ = ["Canonizer", "CanonizerHandle", "modules_of", "release_spare_blocks"]
 
 RESERVE_LIMIT = 24 << 20
 """Largest block, in bytes, that :meth:`Canonizer.reserve` allocates (below glibc's 32 MB mmap ceiling)."""
 
+_SPARE: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, int]] = {}
+"""Per dtype and device, the last block :meth:`Canonizer.reserve` allocated and its storage's use count when
+nothing but the block held it; kept after ``remove`` so that the next ``apply`` writes into memory the process
+already has (see ``reserve``). At most ``RESERVE_LIMIT`` bytes each; :func:`release_spare_blocks` frees them."""
+_SPARE_LOCK = threading.Lock()
 _MISSING = object()
 _OWNERS: dict[int, Canonizer] = {}
 """``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
@@ -36,6 +42,35 @@ made per module and apply)."""
 def _padded(size: int) -> int:
     """``size`` rounded up to 16 elements: every tensor handed out of a reserved block starts 64-byte aligned."""
     return -(-size // 16) * 16
+
+
+def _storage_users(block: torch.Tensor) -> int | None:
+    """How many tensors share ``block``'s storage (torch's own counter; ``None`` if this torch lacks it)."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return None if count is None else count(block.untyped_storage()._cdata)
+
+
+def _spare_block(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A block of at least ``size`` elements: the kept spare if no tensor uses it any more, else a new one,
+    which becomes the spare. Called under ``_SPARE_LOCK`` so that two applies never get the same block."""
+    key = (dtype, device)
+    spare = _SPARE.get(key)
+    if spare is not None and spare[0].numel() >= size and _storage_users(spare[0]) == spare[1]:
+        return spare[0]
+    block = torch.empty(size, dtype=dtype, device=device)
+    users = _storage_users(block)
+    if users is None:
+        _SPARE.pop(key, None)
+    else:
+        _SPARE[key] = (block, users)
+    return block
+
+
+def release_spare_blocks() -> None:
+    """Free the blocks canonizers keep between applies (at most ``RESERVE_LIMIT`` bytes per dtype and device);
+    a block still used by a canonized model is freed when that model's merged weights are."""
+    with _SPARE_LOCK:
+        _SPARE.clear()
 
 
 def modules_of(model: nn.Module) -> list[nn.Module]:
@@ -147,11 +182,14 @@ class Canonizer:
         """Allocate room for a new tensor shaped like each of ``tensors`` in one block per dtype and device, if
         the block stays below ``RESERVE_LIMIT`` bytes; during this ``apply``, :meth:`new_like` hands it out.
 
-        Why: a DenseNet-121's 120 merged weights (23 MB) allocated one by one are freed together on ``remove``
-        and often end up on top of the heap, where glibc's allocator returns them to the operating system; the
-        next ``apply`` then page-faults them back in, which costs more than the merge. One block is reused
-        instead. Above 32 MB glibc always maps a block freshly (and faults it in), so larger sets of weights
-        are left to per-tensor allocation.
+        Why: memory freed on ``remove`` often goes back to the operating system (glibc trims the top of its
+        heap, and maps large blocks freshly), and the next ``apply`` then page-faults it in again: 5,600 faults,
+        about 8 ms, for the 23 MB of a DenseNet-121's merged weights, which is more than the merge itself. In
+        the benchmark this hit every second apply in some processes (depending on what the LRP runs in between
+        had allocated). So one block is allocated, and kept after ``remove`` as a spare for the next ``apply``;
+        it is handed out again only when torch's own count shows that no tensor uses its storage any more (a
+        merged weight the user kept after ``remove``, or an autograd graph holding one, gets a fresh block
+        instead). Blocks above ``RESERVE_LIMIT`` are not kept: larger sets of weights are allocated per tensor.
         """
         groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
         for tensor in tensors:
@@ -161,12 +199,13 @@ class Canonizer:
             sizes = [_padded(tensor.numel()) for tensor in members]
             if sum(sizes) * members[0].element_size() > RESERVE_LIMIT:
                 continue
-            block = torch.empty(sum(sizes), dtype=dtype, device=device)
-            offset = 0
-            for tensor, size in zip(members, sizes):
-                # contiguous, so the source's own strides describe the slice
-                self._reserved[id(tensor)] = block.as_strided(tensor.shape, tensor.stride(), offset)
-                offset += size
+            with _SPARE_LOCK:  # the slices taken before the lock is released mark the block as used
+                block = _spare_block(sum(sizes), dtype, device)
+                offset = 0
+                for tensor, size in zip(members, sizes):
+                    # contiguous, so the source's own strides describe the slice
+                    self._reserved[id(tensor)] = block.as_strided(tensor.shape, tensor.stride(), offset)
+                    offset += size
 
     def new_like(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """The room :meth:`reserve` set aside for ``tensor`` (uninitialised, same shape and dtype), to pass as
