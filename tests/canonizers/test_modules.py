@@ -74,6 +74,8 @@ def test_new_module_is_a_constructed_module() -> None:
         for key, value in first.__dict__.items():
             if isinstance(value, (dict, set)):
                 assert value is not getattr(second, key), key
+    with pytest.raises(TypeError, match="new_module builds ExplicitModule subclasses only, got ReLU"):
+        new_module(torch.nn.ReLU)
 
 
 def test_new_module_hooks_copies_and_pickles_like_a_module() -> None:

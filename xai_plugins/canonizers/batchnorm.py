@@ -308,9 +308,9 @@ def merge_between(editor: Canonizer, bn_slot: Slot, act_slot: Slot, layer_slot: 
                          f"({inputs} → {outputs} channels) → {type(out_bn).__name__}({out_bn.num_features}): "
                          "channel counts differ")
     editor.set_child(*act_slot, new_module(ThresholdReLU, {"threshold": threshold, "flip": flip}))
-    new_weight = torch.mul(weight, a.view(1, -1, 1, 1) if weight.dim() == 4 else a,
-                           out=editor.new_like(weight))
-    new_weight.mul_(out_a.view(-1, 1, 1, 1) if weight.dim() == 4 else out_a.view(-1, 1))
+    per_input, per_output = ((1, -1, 1, 1), (-1, 1, 1, 1)) if weight.dim() == 4 else ((1, -1), (-1, 1))
+    new_weight = torch.mul(weight, a.view(per_input), out=editor.new_like(weight))
+    new_weight.mul_(out_a.view(per_output))
     bias = out_b if layer.bias is None else torch.addcmul(out_b, layer.bias, out_a)
     bias = torch.addmv(bias, new_weight.view(outputs, inputs), threshold, alpha=-1)
     editor.swap_parameter(layer, "weight", new_weight)

@@ -60,7 +60,8 @@ class ExplicitModule(nn.Module):
     """Base of the parameter-free explicit modules: an instance built by :func:`new_module` gets its eleven hook
     and state-dict-hook containers only when something first reads one (registering a hook, or the first call,
     which checks four of them). A canonizer adds about 120 of these modules per ``apply``; most containers are
-    never used, and making them eagerly was a tenth of the canonizer's time and a third of its garbage.
+    never used, and making them eagerly cost about 0.3 ms of a DenseNet-121's 7 ms apply and a third of the
+    objects the garbage collector had to visit.
     Built the regular way (``Sum()``), an instance has them all from the start, as any module."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -80,16 +81,15 @@ def new_module(cls: type[_M], buffers: dict[str, Tensor] | None = None, **attrib
     for the :class:`ExplicitModule` classes, whose ``__init__`` does nothing else (their hook containers are
     made on first use), and for tensors the caller checked.
     """
+    if not issubclass(cls, ExplicitModule):
+        raise TypeError(f"new_module builds ExplicitModule subclasses only, got {cls.__name__}; construct it "
+                        "with its own __init__")
     _blank()
     module = cls.__new__(cls)
     state = module.__dict__
     state.update(_BLANK_PLAIN)
-    if issubclass(cls, ExplicitModule):
-        for key in _EAGER:
-            state[key] = _BLANK_CONTAINERS[key].copy()
-    else:
-        for key, container in _BLANK_CONTAINERS.items():
-            state[key] = container.copy()
+    for key in _EAGER:
+        state[key] = _BLANK_CONTAINERS[key].copy()
     if buffers:
         state["_buffers"].update(buffers)
     state.update(attributes)
