@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from xai_plugins.extremal.checks import check_areas, check_outputs, check_targets, check_variant
-from xai_plugins.extremal.model_state import explaining
 from xai_plugins.extremal.optimiser import MaskAdam, Schedule, area_penalty, area_reference
 from xai_plugins.extremal.progress import progress_bar
 from xai_plugins.extremal.rewards import Reward, resolve_reward
 from xai_plugins.extremal.spatial import _forward_with_rows, _seeded, _variant_reward
+from xai_plugins.model_state import explaining
 
 
 @dataclass

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from xai_plugins.extremal.checks import check_areas, check_images, check_outputs, check_targets, check_variant
 from xai_plugins.extremal.masks import SmoothMaskGenerator, match_area
-from xai_plugins.extremal.model_state import explaining
 from xai_plugins.extremal.optimiser import MaskAdam, Schedule, area_penalty, area_reference
 from xai_plugins.extremal.perturbation import apply_pyramid, build_pyramid, gaussian_blur
 from xai_plugins.extremal.progress import progress_bar
 from xai_plugins.extremal.rewards import Reward, resolve_reward
+from xai_plugins.model_state import explaining
 
 SCHEDULE_OPTIONS = frozenset({"beta1", "beta2", "warmup", "normalise"})
 

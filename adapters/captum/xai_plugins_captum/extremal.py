@@ -18,8 +18,8 @@ from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 
 from xai_plugins.extremal.channels import channel_extremal_perturbation
-from xai_plugins.extremal.model_state import explaining
 from xai_plugins.extremal.spatial import extremal_perturbation
+from xai_plugins.model_state import explaining
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 
