@@ -1,4 +1,4 @@
-"""Shared helpers for the canonizer tests: BatchNorm randomisation, model snapshots and small models."""
+"""BatchNorm randomisation for the canonizer tests (model snapshots and small models: ``tests.support``)."""
 
 from __future__ import annotations
 
@@ -54,42 +54,3 @@ def calibrate_batchnorm(model: nn.Module, size: int, seed: int = 0, scale: float
         bn.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
         bn.bias.data.copy_(torch.randn(n, generator=g) * scale)
     return model.eval()
-
-
-def snapshot(model: nn.Module) -> dict:
-    """Everything a canonizer could leave behind: state (bitwise), structure, attributes, hooks, flags."""
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()},
-        "params": [(name, id(p), p.requires_grad) for name, p in model.named_parameters()],
-        "modules": [_module_snapshot(name, m) for name, m in model.named_modules()],
-    }
-
-
-def _module_snapshot(name: str, m: nn.Module) -> tuple:
-    # hooks read first: an ExplicitModule makes its hook containers on first read, which adds them to __dict__
-    hooks = (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-    return (name, id(m), type(m), sorted(m.__dict__), list(m._modules), m.training, *hooks)
-
-
-def assert_same(before: dict, after: dict) -> None:
-    assert list(before["state"]) == list(after["state"])
-    for key, value in before["state"].items():
-        assert torch.equal(value, after["state"][key]), key
-        assert value.dtype == after["state"][key].dtype, key
-    assert before["params"] == after["params"]
-    assert before["modules"] == after["modules"]
-
-
-def small_vgg(config: str = "A", batch_norm: bool = True, num_classes: int = 10) -> nn.Module:
-    """A torchvision VGG (config "A" = VGG-11, "D" = VGG-16) with a narrow classifier so tests stay light."""
-    from torchvision.models.vgg import VGG, cfgs, make_layers
-
-    with torch.device("meta"):  # skip allocating and initialising the 100M-parameter stock classifier
-        model = VGG(make_layers(cfgs[config], batch_norm=batch_norm), num_classes=num_classes, init_weights=False)
-    model.features.to_empty(device="cpu")
-    for module in model.features.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 64), nn.ReLU(True), nn.Dropout(),
-                                     nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, num_classes))
-    return model

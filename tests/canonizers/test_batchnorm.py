@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import assert_same, randomize_batchnorm, snapshot
+from tests.canonizers.helpers import randomize_batchnorm
+from tests.support.canonizers import assert_same
 from xai_plugins.canonizers import (
     MergeBatchNorm,
     MergeBatchNormFollowing,
@@ -14,6 +15,7 @@ from xai_plugins.canonizers import (
     PositionalBiasConv2d,
     ThresholdReLU,
 )
+from xai_plugins.conformance.state import snapshot
 
 
 def _check(model: nn.Module, canonizer, x: torch.Tensor, tolerance: float = 1e-5) -> nn.Module:
@@ -152,7 +154,7 @@ def test_unknown_module_name_is_reported() -> None:
 
 
 class _Between(nn.Module):
-    """BN → ReLU → 1x1 conv (or Linear) → BN: the layer that ``merge_between`` merges in one pass."""
+    """BN → ReLU → 1x1 conv (or Linear) → BN: a layer that takes a following and a preceding merge."""
 
     def __init__(self, linear: bool = False, padding: int = 0) -> None:
         super().__init__()
@@ -164,52 +166,34 @@ class _Between(nn.Module):
         return self.bn_out(self.layer(self.relu(self.bn_in(x))))
 
 
-def _merge_between(model: _Between):
+def _merge_both_sides():
     from xai_plugins.canonizers.base import Canonizer
-    from xai_plugins.canonizers.batchnorm import batchnorm_affines, merge_between
+    from xai_plugins.canonizers.batchnorm import merge_following, merge_preceding
 
     class Both(Canonizer):
-        merged = None
-
         def canonize(self, module: nn.Module) -> None:
-            affines = batchnorm_affines([module.bn_in, module.bn_out])
-            self.merged = merge_between(self, (module, "bn_in"), (module, "relu"), (module, "layer"),
-                                        (module, "bn_out"), affines[id(module.bn_in)], affines[id(module.bn_out)])
+            merge_following(self, (module, "bn_in"), (module, "relu"), (module, "layer"))
+            merge_preceding(self, (module, "layer"), (module, "bn_out"))
 
     return Both()
 
 
-@pytest.mark.parametrize("linear", [False, True])
-def test_merge_between_is_exact_with_flipped_thresholds(linear: bool) -> None:
+@pytest.mark.parametrize(("linear", "padding"), [(False, 0), (True, 0), (False, 1)])
+def test_layer_between_two_batchnorms_is_exact_with_flipped_and_zero_scales(linear: bool, padding: int) -> None:
     torch.manual_seed(0)
-    model = randomize_batchnorm(_Between(linear), seed=7)
+    model = randomize_batchnorm(_Between(linear, padding), seed=7)
     for bn in (model.bn_in, model.bn_out):
-        bn.weight.data[0] = -0.7  # negative (flipped threshold) but not zero, so the one-pass merge applies
-    canonizer = _merge_between(model)
-    structure = _check(model, canonizer, torch.randn(4, 6) if linear else torch.randn(2, 6, 4, 4))
-    assert canonizer.merged is True and structure.count(ThresholdReLU) == 1
+        bn.weight.data[1] = -0.7  # a negative scale (flipped threshold) next to the zero one at index 0
+    structure = _check(model, _merge_both_sides(), torch.randn(4, 6) if linear else torch.randn(2, 6, 4, 4))
+    assert structure.count(ThresholdReLU) == 1
+    assert (PositionalBiasConv2d in structure) == bool(padding)
 
 
-@pytest.mark.parametrize("case", ["zero scale", "padded kernel"])
-def test_merge_between_declines_and_changes_nothing(case: str) -> None:
-    torch.manual_seed(0)
-    model = randomize_batchnorm(_Between(padding=int(case == "padded kernel")), seed=8)
-    if case == "padded kernel":
-        model.bn_in.weight.data[0] = 0.5
-    assert bool((model.bn_in.weight == 0).any()) == (case == "zero scale")
-    before = snapshot(model)
-    canonizer = _merge_between(model)
-    canonizer.apply(model)
-    assert canonizer.merged is False and not canonizer.applied
-    canonizer.remove()
-    assert_same(before, snapshot(model))
-
-
-def test_merge_between_checks_channels() -> None:
+def test_layer_between_two_batchnorms_checks_channels() -> None:
     model = _Between().eval()
     model.bn_out = nn.BatchNorm2d(4).eval()
     before = snapshot(model)
-    with pytest.raises(ValueError, match=r"BatchNorm2d\(6\) → Conv2d \(6 → 5 channels\) → BatchNorm2d\(4\): "
+    with pytest.raises(ValueError, match=r"cannot merge BatchNorm2d\(4\) into Conv2d with 5 output channels: "
                                          "channel counts differ"):
-        _merge_between(model).apply(model)
+        _merge_both_sides().apply(model)
     assert_same(before, snapshot(model))

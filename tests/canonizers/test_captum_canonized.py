@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import assert_same, calibrate_batchnorm, snapshot
+from tests.canonizers.helpers import calibrate_batchnorm
+from tests.support.canonizers import assert_same
+from xai_plugins.conformance.state import snapshot
 
 pytest.importorskip("captum")
 tvm = pytest.importorskip("torchvision.models")
@@ -23,15 +25,17 @@ DELTA_TOLERANCE = 0.05
 """|convergence delta| / |logit| allowed inside ``canonized`` (the issue's target)."""
 
 
-def full_snapshot(model: nn.Module) -> dict:
-    """The helpers' snapshot plus what Captum touches: state-dict hooks, ``rule``/``activations``, ``inplace``."""
-    state = snapshot(model)
-    state["captum"] = [
-        (name, dict(m._state_dict_pre_hooks), dict(m._backward_pre_hooks), m.__dict__.get("inplace"),
-         "rule" in m.__dict__, "activations" in m.__dict__)
-        for name, m in model.named_modules()
-    ]
-    return state
+def full_snapshot(model: nn.Module) -> tuple:
+    """The conformance snapshot plus what Captum touches beyond it: state-dict pre-hooks, and whether
+    ``rule``/``activations`` are set."""
+    captum = [(name, dict(m._state_dict_pre_hooks), "rule" in m.__dict__, "activations" in m.__dict__)
+              for name, m in model.named_modules()]
+    return snapshot(model), captum
+
+
+def assert_same_full(before: tuple, after: tuple) -> None:
+    assert_same(before[0], after[0])
+    assert before[1] == after[1]
 
 
 def build(name: str) -> nn.Module:
@@ -69,7 +73,7 @@ def test_lrp_conserves_inside_canonized_and_model_is_restored(name: str) -> None
     assert attribution.shape == x.shape
     assert torch.isfinite(attribution).all()
     assert abs(float(delta.detach())) <= DELTA_TOLERANCE * abs(float(logit))
-    assert_same(before, full_snapshot(model))
+    assert_same_full(before, full_snapshot(model))
     with torch.no_grad():
         assert torch.equal(model(x), output)
 
@@ -104,7 +108,7 @@ def test_layer_lrp_on_the_stem_conserves(resnet18: nn.Module) -> None:
     assert torch.isfinite(relevance).all()
     assert abs(float(relevance.detach().sum()) - float(logit)) <= DELTA_TOLERANCE * abs(float(logit))
     assert abs(float(delta.detach())) <= DELTA_TOLERANCE * abs(float(logit))
-    assert_same(before, full_snapshot(resnet18))
+    assert_same_full(before, full_snapshot(resnet18))
 
 
 def test_model_is_restored_when_the_block_raises(resnet18: nn.Module) -> None:
@@ -113,7 +117,7 @@ def test_model_is_restored_when_the_block_raises(resnet18: nn.Module) -> None:
         with canonized(resnet18):
             LRP(resnet18).attribute(image(), target=0)
             raise RuntimeError("inside the block")
-    assert_same(before, full_snapshot(resnet18))
+    assert_same_full(before, full_snapshot(resnet18))
 
 
 def test_user_rules_are_kept_and_put_back(resnet18: nn.Module) -> None:
@@ -137,7 +141,7 @@ def test_unsupported_leaf_is_named_and_model_untouched() -> None:
     message = str(error.value)
     assert "1 (torch.nn.modules.activation.Softmax)" in message
     assert "CANONIZED_RULES" in message and "module.rule" in message
-    assert_same(before, full_snapshot(model))
+    assert_same_full(before, full_snapshot(model))
 
 
 def test_failing_canonizer_undoes_the_ones_before() -> None:
@@ -155,7 +159,7 @@ def test_failing_canonizer_undoes_the_ones_before() -> None:
     with pytest.raises(RuntimeError, match="broken canonizer"):
         with canonized(model, canonizers=[*canonizers_for(model), Broken()]):
             pass
-    assert_same(before, full_snapshot(model))
+    assert_same_full(before, full_snapshot(model))
 
 
 class Unknown(nn.Module):

@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import assert_same, randomize_batchnorm, snapshot
+from tests.canonizers.helpers import randomize_batchnorm
+from tests.support.canonizers import assert_same
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers.base import Canonizer
 from xai_plugins.canonizers.batchnorm import MergeBatchNorm, merge_preceding
+from xai_plugins.conformance.state import snapshot
 
 tvm = pytest.importorskip("torchvision.models")
 
@@ -117,51 +119,3 @@ def test_wrong_model_type_is_refused() -> None:
     assert_same(before, snapshot(model))
     with pytest.raises(TypeError, match="expects a torch.nn.Module"):
         DenseNetCanonizer().apply("resnet")
-
-
-def test_reserved_room_is_disjoint_handed_out_once_and_only_without_autograd() -> None:
-    """``reserve``/``new_like`` give each reserved tensor its own slice of one block, once per apply."""
-    editor = Canonizer()
-    first, second = torch.randn(4, 3), torch.randn(2, 5, 1, 1)
-    editor.reserve([first, second])
-    with torch.no_grad():
-        room_first, room_second = editor.new_like(first), editor.new_like(second)
-        assert editor.new_like(first) is None and editor.new_like(torch.randn(3)) is None
-    assert room_first.shape == first.shape and room_second.shape == second.shape
-    assert room_first.untyped_storage().data_ptr() == room_second.untyped_storage().data_ptr()
-    start_first, start_second = room_first.data_ptr(), room_second.data_ptr()
-    assert start_second >= start_first + first.numel() * first.element_size()
-    assert start_first % 64 == 0 and start_second % 64 == 0
-    editor.reserve([first])
-    assert editor.new_like(first) is None  # autograd is recording: out= would not be differentiable
-
-
-def _storages(model: nn.Module) -> set[int]:
-    """Where the weights live (merged weights share the reserved block; biases are allocated one by one)."""
-    return {p.untyped_storage().data_ptr() for name, p in model.named_parameters() if name.endswith("weight")}
-
-
-def test_spare_block_is_reused_only_when_no_tensor_uses_it() -> None:
-    """The merged weights of the next apply go into the block the last one used (no page faults), unless a
-    merged weight is still referenced after remove: then that weight keeps its values and a new block is used."""
-    from xai_plugins.canonizers import base, release_spare_blocks
-
-    torch.manual_seed(0)
-    model = randomize_batchnorm(tvm.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16,
-                                             bn_size=2, num_classes=10), seed=3)
-    own = _storages(model)
-    canonizer = canonizers_for(model)[0]
-    canonizer.apply(model)
-    first = _storages(model) - own
-    canonizer.remove()
-    canonizer.apply(model)
-    assert len(first) == 1 and _storages(model) - own == first  # the merged weights: the same block again
-    kept = model.features.denseblock1.denselayer1.conv1.weight
-    values = kept.detach().clone()
-    canonizer.remove()
-    canonizer.apply(model)
-    assert not (_storages(model) - own) & first  # the old block is still used by `kept`: a new one
-    canonizer.remove()
-    assert torch.equal(kept, values)
-    release_spare_blocks()
-    assert not base._SPARE

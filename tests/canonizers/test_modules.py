@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU, new_module
+from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU
 
 
 def test_sum_concat_gate_are_bitwise_the_inline_operations() -> None:
@@ -50,38 +50,10 @@ def test_positional_bias_conv_equals_conv_of_shifted_input() -> None:
         PositionalBiasConv2d(3, 4, 3, padding=1, padding_mode="reflect")
 
 
-def test_new_module_is_a_constructed_module() -> None:
-    """The fast constructor canonizers use gives the state the regular constructor gives (the hook containers
-    once read), containers not shared between instances."""
-    threshold, flip = torch.tensor([0.5, -1.0]), torch.tensor([False, True])
-    fast = new_module(ThresholdReLU, {"threshold": threshold, "flip": flip})
-    slow = ThresholdReLU(threshold, flip=flip)
-    lazy = {key for key, value in slow.__dict__.items() if isinstance(value, dict) and "hook" in key}
-    assert len(lazy) == 11 and set(fast.__dict__) == set(slow.__dict__) - lazy
-    for key, value in slow.__dict__.items():
-        assert type(getattr(fast, key)) is type(value), key
-    assert set(fast.__dict__) == set(slow.__dict__)
-    assert repr(fast) == repr(slow) and list(fast.state_dict()) == list(slow.state_dict())
-    assert fast.threshold is threshold and fast.flip is flip
-    x = torch.randn(3, 2, 4)
-    assert torch.equal(fast(x), slow(x))
-    other = new_module(Concat, dim=1)
-    assert other.dim == 1 and other._buffers == {} and other.training
-    handle = fast.register_forward_hook(lambda *args: None)
-    assert len(fast._forward_hooks) == 1 and not other._forward_hooks
-    handle.remove()
-    for first, second in [(fast, other), (other, new_module(Gate, signal_takes_all=True))]:
-        for key, value in first.__dict__.items():
-            if isinstance(value, (dict, set)):
-                assert value is not getattr(second, key), key
-    with pytest.raises(TypeError, match="new_module builds ExplicitModule subclasses only, got ReLU"):
-        new_module(torch.nn.ReLU)
-
-
-def test_new_module_hooks_copies_and_pickles_like_a_module() -> None:
-    """Hook containers made on first use behave as eager ones: hooks fire, copies and pickles keep working."""
+def test_explicit_modules_hook_copy_and_pickle_like_any_module() -> None:
+    """Hooks fire, copies and pickles keep working; instances share no containers."""
     seen = []
-    fresh = new_module(Sum)
+    fresh = Sum()
     fresh.register_forward_pre_hook(lambda module, args: seen.append("pre"))
     fresh.register_forward_hook(lambda module, args, out: seen.append("post"))
     fresh.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append("backward"))
@@ -90,13 +62,15 @@ def test_new_module_hooks_copies_and_pickles_like_a_module() -> None:
     fresh(a, b).sum().backward()
     fresh.state_dict()
     assert seen == ["pre", "post", "backward", "state"]
-    for copied in (copy.deepcopy(new_module(Concat, dim=2)), pickle.loads(pickle.dumps(new_module(Concat, dim=2)))):
+    assert not Sum()._forward_hooks
+    for copied in (copy.deepcopy(Concat(dim=2)), pickle.loads(pickle.dumps(Concat(dim=2)))):
         assert copied.dim == 2 and not copied._forward_hooks
         assert torch.equal(copied(torch.ones(1, 1, 1), torch.zeros(1, 1, 1)), torch.tensor([[[1.0, 0.0]]]))
-    plain = new_module(Concat, dim=1)
-    plain(torch.ones(1, 1), torch.ones(1, 1))
-    assert {"_forward_hooks", "_forward_pre_hooks"} <= set(plain.__dict__)  # the call made the four it checks
-    assert "_state_dict_hooks" not in plain.__dict__
+    threshold = ThresholdReLU(torch.tensor([0.5, -1.0]), flip=torch.tensor([False, True]))
+    assert list(threshold.state_dict()) == ["threshold", "flip"]
+    kept = torch.tensor([0.5, -1.0])
+    assert ThresholdReLU(kept, copy=False).threshold.data_ptr() == kept.data_ptr()
+    assert ThresholdReLU(kept).threshold.data_ptr() != kept.data_ptr()
 
 
 def test_threshold_relu_pass_through_keeps_the_value_and_passes_the_gradient() -> None:

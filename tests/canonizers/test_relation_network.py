@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import assert_same, batchnorms, randomize_batchnorm, snapshot
+from tests.canonizers.helpers import batchnorms, randomize_batchnorm
+from tests.support.canonizers import assert_same
 from xai_plugins.canonizers.modules import Sum
 from xai_plugins.canonizers.relation_network import RelationNetwork, RelationNetworkCanonizer, relation_network
+from xai_plugins.conformance.state import snapshot
 
 QUESTION = 11
 SIZE = 32

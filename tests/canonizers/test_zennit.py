@@ -8,16 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import (
-    assert_same,
-    batchnorms,
-    calibrate_batchnorm,
-    randomize_batchnorm,
-    small_vgg,
-    snapshot,
-)
+from tests.canonizers.helpers import batchnorms, calibrate_batchnorm, randomize_batchnorm
+from tests.support.canonizers import assert_same, small_vgg
 from xai_plugins.canonizers.batchnorm import MergeBatchNormPreceding
 from xai_plugins.canonizers.modules import Gate, Sum
+from xai_plugins.conformance.state import snapshot
 
 pytest.importorskip("zennit")
 tvm = pytest.importorskip("torchvision.models")

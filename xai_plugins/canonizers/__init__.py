@@ -12,9 +12,12 @@ from xai_plugins._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "canonizers_for": "xai_plugins.canonizers.selection",
     "FAMILIES": "xai_plugins.canonizers.selection",
+    "families": "xai_plugins.canonizers.selection",
+    "SubmoduleCanonizer": "xai_plugins.canonizers.selection",
+    "CanonizerConflictWarning": "xai_plugins.canonizers.selection",
+    "TrainingModeWarning": "xai_plugins.canonizers.base",
     "Canonizer": "xai_plugins.canonizers.base",
     "CanonizerHandle": "xai_plugins.canonizers.base",
-    "release_spare_blocks": "xai_plugins.canonizers.base",
     "Sum": "xai_plugins.canonizers.modules",
     "Concat": "xai_plugins.canonizers.modules",
     "Gate": "xai_plugins.canonizers.modules",

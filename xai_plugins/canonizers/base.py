@@ -9,86 +9,36 @@ a buffer, a child module or an instance attribute), each of which pushes its inv
   modified), so the state dict and the outputs are bitwise what they were and no attribute is left behind.
 - Applying the same instance twice to the same model is a no-op; removing twice is a no-op. A module that
   another canonizer instance already changed is refused with a clear error instead of being changed twice.
+- One instance serves one model in one thread at a time: a second ``apply`` while the first is running, or
+  from another thread while the instance is applied, raises (Zennit's composites apply the canonizer object
+  they were given, so threads sharing a composite would otherwise remove each other's changes mid-forward).
 """
 
 from __future__ import annotations
 
 import threading
 import types
+import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Canonizer", "CanonizerHandle", "modules_of", "release_spare_blocks"]
+__all__ = ["Canonizer", "CanonizerHandle", "TrainingModeWarning"]
 
-RESERVE_LIMIT = 24 << 20
-"""Largest block, in bytes, that :meth:`Canonizer.reserve` allocates (below glibc's 32 MB mmap ceiling)."""
-
-_SPARE: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, int]] = {}
-"""Per dtype and device, the last block :meth:`Canonizer.reserve` allocated and its storage's use count when
-nothing but the block held it; kept after ``remove`` so that the next ``apply`` writes into memory the process
-already has (see ``reserve``). At most ``RESERVE_LIMIT`` bytes each; :func:`release_spare_blocks` frees them."""
-_SPARE_LOCK = threading.Lock()
 _MISSING = object()
 _OWNERS: dict[int, Canonizer] = {}
 """``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
-the claim holds the module, so the id cannot be reused meanwhile (a plain dictionary: no weak reference is
-made per module and apply)."""
+the claim holds the module, so the id cannot be reused meanwhile."""
+_OWNERS_LOCK = threading.Lock()
+"""Makes the look-up and the entry of a claim one step, so two canonizers never both claim one module."""
 
 
-def _padded(size: int) -> int:
-    """``size`` rounded up to 16 elements: every tensor handed out of a reserved block starts 64-byte aligned."""
-    return -(-size // 16) * 16
-
-
-def _storage_users(block: torch.Tensor) -> int | None:
-    """How many tensors share ``block``'s storage (torch's own counter; ``None`` if this torch lacks it)."""
-    count = getattr(torch._C, "_storage_Use_Count", None)
-    return None if count is None else count(block.untyped_storage()._cdata)
-
-
-def _spare_block(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A block of at least ``size`` elements: the kept spare if no tensor uses it any more, else a new one,
-    which becomes the spare. Called under ``_SPARE_LOCK`` so that two applies never get the same block."""
-    key = (dtype, device)
-    spare = _SPARE.get(key)
-    if spare is not None and spare[0].numel() >= size and _storage_users(spare[0]) == spare[1]:
-        return spare[0]
-    block = torch.empty(size, dtype=dtype, device=device)
-    users = _storage_users(block)
-    if users is None:
-        _SPARE.pop(key, None)
-    else:
-        _SPARE[key] = (block, users)
-    return block
-
-
-def release_spare_blocks() -> None:
-    """Free the blocks canonizers keep between applies (at most ``RESERVE_LIMIT`` bytes per dtype and device);
-    a block still used by a canonized model is freed when that model's merged weights are."""
-    with _SPARE_LOCK:
-        _SPARE.clear()
-
-
-def modules_of(model: nn.Module) -> list[nn.Module]:
-    """``list(model.modules())``: every module once, in the same (depth-first) order, without the nested
-    generators of ``named_modules``, which for a DenseNet's 430 modules cost more than the walk itself."""
-    found: list[nn.Module] = []
-    seen: set[int] = set()
-    stack: list[nn.Module | None] = [model]
-    while stack:
-        module = stack.pop()
-        if module is None or id(module) in seen:
-            continue
-        seen.add(id(module))
-        found.append(module)
-        children = module._modules
-        if children:
-            stack.extend(reversed(children.values()))
-    return found
+class TrainingModeWarning(UserWarning):
+    """A model was canonized while (part of) it was in training mode; the canonized function is the eval-mode
+    one (BatchNorm folded with its running statistics), so the model's output changes until ``remove()``."""
 
 
 class CanonizerHandle:
@@ -105,16 +55,22 @@ class CanonizerHandle:
 class Canonizer:
     """Base class of all xai-plugins canonizers (usable wherever Zennit accepts a canonizer).
 
-    Subclasses implement :meth:`canonize`, making every change through the ``swap_*``/``set_*`` editors below.
+    Subclasses implement :meth:`canonize`, making every change through the recording editors below
+    (:meth:`swap_parameter`, :meth:`swap_buffer`, :meth:`set_child`, :meth:`set_attribute`,
+    :meth:`override_forward`, :meth:`claim`); subclasses with constructor arguments override :meth:`copy`.
+    ``eval_mode_only`` (default ``True``) says that the canonized function is the eval-mode one: ``apply`` then
+    warns with :class:`TrainingModeWarning` when a module of the model is in training mode.
     """
+
+    eval_mode_only: bool = True
 
     def __init__(self) -> None:
         self._undo: list[tuple[nn.Module, str | None, str, Any]] = []
         self._claimed: dict[int, nn.Module] = {}
-        self._fresh: dict[int, torch.Tensor] = {}
-        self._reserved: dict[int, torch.Tensor] = {}
         self._model: weakref.ReferenceType[nn.Module] | None = None
         self._handle: CanonizerHandle | None = None
+        self._thread: int | None = None
+        self._busy = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -124,32 +80,56 @@ class Canonizer:
         raise NotImplementedError(f"{type(self).__name__} must implement canonize(model)")
 
     def apply(self, model: nn.Module) -> list[CanonizerHandle]:
-        """Canonize ``model``; returns a list with one handle whose ``remove()`` reverts everything."""
+        """Canonize ``model``; returns a list with one handle whose ``remove()`` reverts everything.
+
+        Raises ``RuntimeError`` (changing nothing) when this instance is being applied in another thread, is
+        applied to a model by another thread, or is applied to another model; each thread and each model needs
+        its own instance (:meth:`copy`)."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"{type(self).__name__}.apply expects a torch.nn.Module, got {type(model).__name__}")
-        current = self._model() if self._model is not None else None
-        if current is model and self._handle is not None:
-            return [self._handle]
-        if current is not None:
-            raise RuntimeError(f"{self!r} is already applied to another model; call remove() first or use "
-                               "copy() to canonize a second model")
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{self!r} is being applied in another thread at the same time; one canonizer "
+                               "instance canonizes one model in one thread: give each thread its own instance "
+                               "(canonizer.copy(), or canonizers_for(model) per thread)")
         try:
-            with torch.no_grad():
-                self.canonize(model)
-        except BaseException:
-            self._unwind()
-            raise
+            current = self._model() if self._model is not None else None
+            if current is not None:
+                if self._thread != threading.get_ident():
+                    raise RuntimeError(f"{self!r} is applied to a model by another thread; one canonizer instance "
+                                       "canonizes one model in one thread: give each thread its own instance "
+                                       "(canonizer.copy(), or canonizers_for(model) per thread)")
+                if current is model and self._handle is not None:
+                    return [self._handle]
+                raise RuntimeError(f"{self!r} is already applied to another model; call remove() first or use "
+                                   "copy() to canonize a second model")
+            training = next((name for name, module in model.named_modules() if module.training), None) \
+                if self.eval_mode_only else None
+            try:
+                with torch.no_grad():
+                    self.canonize(model)
+            except BaseException:
+                self._unwind()
+                raise
+            self._model = weakref.ref(model)
+            self._thread = threading.get_ident()
+            self._handle = CanonizerHandle(self)
+            handle = self._handle
         finally:
-            self._reserved.clear()
-        self._model = weakref.ref(model)
-        self._handle = CanonizerHandle(self)
-        return [self._handle]
+            self._busy.release()
+        if training is not None and self._undo:
+            warnings.warn(f"{type(self).__name__} canonized {type(model).__name__} while "
+                          f"{'the model' if not training else f'module {training!r}'} is in training mode: the "
+                          "canonized model computes the eval-mode function (BatchNorm with its running "
+                          "statistics), so its output differs from the training-mode output until remove(); "
+                          "call model.eval() before canonizing", TrainingModeWarning, stacklevel=2)
+        return [handle]
 
     def remove(self) -> None:
         """Revert every change, restoring the model exactly; safe to call more than once."""
         self._unwind()
         self._model = None
         self._handle = None
+        self._thread = None
 
     def copy(self) -> Canonizer:
         """A fresh, unapplied canonizer with the same configuration."""
@@ -171,49 +151,11 @@ class Canonizer:
                 mapping.pop(key, None)
             else:
                 mapping[key] = old
-        for module in self._claimed.values():
-            if _OWNERS.get(id(module)) is self:
-                del _OWNERS[id(module)]
+        with _OWNERS_LOCK:
+            for module in self._claimed.values():
+                if _OWNERS.get(id(module)) is self:
+                    del _OWNERS[id(module)]
         self._claimed.clear()
-        self._fresh.clear()
-        self._reserved.clear()
-
-    def reserve(self, tensors: Iterable[torch.Tensor]) -> None:
-        """Allocate room for a new tensor shaped like each of ``tensors`` in one block per dtype and device, if
-        the block stays below ``RESERVE_LIMIT`` bytes; during this ``apply``, :meth:`new_like` hands it out.
-
-        Why: memory freed on ``remove`` often goes back to the operating system (glibc trims the top of its
-        heap, and maps large blocks freshly), and the next ``apply`` then page-faults it in again: 5,600 faults,
-        about 8 ms, for the 23 MB of a DenseNet-121's merged weights, which is more than the merge itself. In
-        the benchmark this hit every second apply in some processes (depending on what the LRP runs in between
-        had allocated). So one block is allocated, and kept after ``remove`` as a spare for the next ``apply``;
-        it is handed out again only when torch's own count shows that no tensor uses its storage any more (a
-        merged weight the user kept after ``remove``, or an autograd graph holding one, gets a fresh block
-        instead). Blocks above ``RESERVE_LIMIT`` are not kept: larger sets of weights are allocated per tensor.
-        """
-        groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
-        for tensor in tensors:
-            if tensor.is_contiguous() and id(tensor) not in self._reserved:
-                groups.setdefault((tensor.dtype, tensor.device), []).append(tensor)
-        for (dtype, device), members in groups.items():
-            sizes = [_padded(tensor.numel()) for tensor in members]
-            if sum(sizes) * members[0].element_size() > RESERVE_LIMIT:
-                continue
-            with _SPARE_LOCK:  # the slices taken before the lock is released mark the block as used
-                block = _spare_block(sum(sizes), dtype, device)
-                offset = 0
-                for tensor, size in zip(members, sizes):
-                    # contiguous, so the source's own strides describe the slice
-                    self._reserved[id(tensor)] = block.as_strided(tensor.shape, tensor.stride(), offset)
-                    offset += size
-
-    def new_like(self, tensor: torch.Tensor) -> torch.Tensor | None:
-        """The room :meth:`reserve` set aside for ``tensor`` (uninitialised, same shape and dtype), to pass as
-        ``out=`` once; ``None`` (the operation allocates) when none was reserved or autograd is recording
-        (``out=`` is not differentiable)."""
-        if torch.is_grad_enabled():
-            return None
-        return self._reserved.pop(id(tensor), None)
 
     def _record(self, module: nn.Module, field: str | None, key: str, value: Any) -> None:
         """Set ``key`` to ``value`` in the module's dictionary ``field`` (``_parameters``, ``_buffers``,
@@ -229,22 +171,18 @@ class Canonizer:
         """Mark ``module`` as changed by this canonizer; refuse modules another canonizer already changed."""
         if id(module) in self._claimed:
             return
-        owner = _OWNERS.get(id(module))
-        if owner is not None and owner is not self:
-            raise RuntimeError(
-                f"{type(module).__name__} module is already canonized by {owner!r}; remove that canonizer "
-                "before applying another one to the same model")
-        _OWNERS[id(module)] = self
+        with _OWNERS_LOCK:
+            owner = _OWNERS.get(id(module))
+            if owner is not None and owner is not self:
+                raise RuntimeError(
+                    f"{type(module).__name__} module is already canonized by {owner!r}; remove that canonizer "
+                    "before applying another one to the same model")
+            _OWNERS[id(module)] = self
         self._claimed[id(module)] = module
 
     def owns(self, module: nn.Module) -> bool:
         """Whether this canonizer has changed ``module``."""
         return self._claimed.get(id(module)) is module and _OWNERS.get(id(module)) is self
-
-    def is_fresh(self, tensor: torch.Tensor | None) -> bool:
-        """Whether ``tensor`` is a parameter this canonizer created (so it may be updated in place: it is not
-        the user's tensor and nothing outside the canonizer has seen it before ``apply`` returns)."""
-        return tensor is not None and self._fresh.get(id(tensor)) is tensor
 
     def swap_parameter(self, module: nn.Module, name: str, value: torch.Tensor | None) -> None:
         """Replace parameter ``name`` of ``module`` by a new ``Parameter`` holding ``value`` (or by ``None``).
@@ -259,7 +197,6 @@ class Canonizer:
             reference = old if old is not None else module._parameters.get("weight")
             requires_grad = reference.requires_grad if reference is not None else True
             new = nn.Parameter(value, requires_grad=requires_grad)  # Parameter() detaches
-            self._fresh[id(new)] = new
         self._record(module, "_parameters", name, new)
 
     def swap_buffer(self, module: nn.Module, name: str, value: torch.Tensor) -> None:

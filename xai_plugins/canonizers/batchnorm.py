@@ -12,18 +12,19 @@ behind).
   (``d = relu(b)`` where ``a == 0``), so ``W' = W*a`` per input channel and the constant ``d`` becomes a bias.
   Through zero padding that bias is position-dependent; it is kept exact with
   :class:`~xai_plugins.canonizers.modules.PositionalBiasConv2d`.
-- **Between** (``BN → ReLU → 1x1 conv/linear → BN``, every dense layer of a DenseNet): both at once,
-  ``W' = a_out*W*a_in`` and ``b' = a_out*b_old + b_out - W' @ t`` (:func:`merge_between`), one copy of the
-  weight instead of a copy and a second pass; where a scale is zero, the two merges one after the other.
+- A layer with a BatchNorm on each side (``BN → ReLU → 1x1 conv → BN``, every dense layer of a DenseNet)
+  takes the following merge, then the preceding one.
 
 Pairs are found by following the real data flow: :class:`MergeBatchNormPreceding` and
 :class:`MergeBatchNormFollowing` trace the model with ``torch.fx`` (or take explicit module names), the
 architecture canonizers name their pairs explicitly. Everything is computed in the parameters' own dtype
-(one rounding per merged weight, as the BatchNorm itself rounds).
+(one rounding per merged weight, as the BatchNorm itself rounds). Every ``torch.nn`` BatchNorm with running
+statistics and torchvision's ``FrozenBatchNorm2d`` (``torchvision.ops.misc``) are merged.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -33,15 +34,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from xai_plugins.canonizers.base import Canonizer
-from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU, new_module
+from xai_plugins.canonizers.families import builtin_canonizer
+from xai_plugins.canonizers.modules import ExplicitModule, PositionalBiasConv2d, ThresholdReLU
 
 __all__ = [
     "MergeBatchNorm",
     "MergeBatchNormFollowing",
     "MergeBatchNormPreceding",
     "batchnorm_affine",
-    "batchnorm_affines",
-    "merge_between",
+    "batchnorm_channels",
+    "is_batchnorm",
     "merge_following",
     "merge_preceding",
     "neutralize_batchnorm",
@@ -55,19 +57,38 @@ Slot = tuple[nn.Module, str]
 _PASSTHROUGH = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Identity,
                 nn.Dropout)
 
-_CANONIZER_MODULES = (Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU)
+_CANONIZER_MODULES = (ExplicitModule, PositionalBiasConv2d)
 
 
 def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, _ConvNd))
 
 
-def batchnorm_affine(bn: _BatchNorm) -> tuple[Tensor, Tensor]:
+def _frozen_batchnorm() -> type | None:
+    """torchvision's ``FrozenBatchNorm2d`` if torchvision is loaded (a model using it has loaded it)."""
+    return getattr(sys.modules.get("torchvision.ops.misc"), "FrozenBatchNorm2d", None)
+
+
+def is_batchnorm(module: object) -> bool:
+    """Whether ``module`` is a BatchNorm this module can merge: a ``torch.nn`` BatchNorm or torchvision's
+    ``FrozenBatchNorm2d`` (whose statistics and affine weights are buffers)."""
+    if isinstance(module, _BatchNorm):
+        return True
+    frozen = _frozen_batchnorm()
+    return frozen is not None and isinstance(module, frozen)
+
+
+def batchnorm_channels(bn: nn.Module) -> int:
+    """The channel count of a BatchNorm (``FrozenBatchNorm2d`` has no ``num_features``)."""
+    return bn.num_features if isinstance(bn, _BatchNorm) else bn.running_mean.numel()
+
+
+def batchnorm_affine(bn: nn.Module) -> tuple[Tensor, Tensor]:
     """Per-channel ``(a, b)`` such that eval-mode ``bn(x) == a*x + b`` (channels on dim 1), in BN's dtype."""
-    if not isinstance(bn, _BatchNorm):
+    if not is_batchnorm(bn):
         raise TypeError(f"expected a BatchNorm module, got {type(bn).__name__}")
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError(f"{type(bn).__name__}({bn.num_features}) has no running statistics "
+        raise ValueError(f"{type(bn).__name__}({batchnorm_channels(bn)}) has no running statistics "
                          "(track_running_stats=False), so it normalises with batch statistics and cannot be "
                          "merged; build it with track_running_stats=True")
     a = torch.rsqrt(bn.running_var + bn.eps)
@@ -80,53 +101,18 @@ def batchnorm_affine(bn: _BatchNorm) -> tuple[Tensor, Tensor]:
 
 
 def relu_terms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(threshold, d, flip)`` with ``relu(a*x + b) == a*ThresholdReLU(threshold, flip)(x) + d`` per channel."""
+    """``(threshold, d, flip)`` with ``relu(a*x + b) == a*ThresholdReLU(threshold, flip)(x) + d`` per channel
+    (where ``a == 0`` the ReLU's output is the constant ``relu(b)``: threshold 0 and ``d = relu(b)``)."""
     zero = a == 0
-    if not bool(zero.any()):  # the usual case, without the where() passes (the same values)
-        return -b / a, b, a < 0
     threshold = torch.where(zero, torch.zeros_like(a), -b / torch.where(zero, torch.ones_like(a), a))
     return threshold, torch.where(zero, b.clamp(min=0), b), a < 0
-
-
-def batchnorm_affines(bns: Sequence[_BatchNorm]) -> dict[int, tuple[Tensor, ...]]:
-    """``{id(bn): (a, b, threshold, d, flip)}`` for many BatchNorms at once: ``(a, b)`` bitwise equal to
-    :func:`batchnorm_affine` for each, the rest the terms of a following merge through a ReLU.
-
-    The per-channel arithmetic is elementwise, so BatchNorms sharing dtype and device are concatenated and
-    computed in one pass (a DenseNet has 120 of them; one pass instead of 120 saves most of the small-op
-    overhead). BatchNorms without running statistics or affine parameters are left to ``batchnorm_affine``.
-    """
-    groups: dict[tuple, list[tuple[_BatchNorm, Tensor, Tensor, Tensor, Tensor]]] = {}
-    for bn in bns:
-        if not isinstance(bn, _BatchNorm):
-            continue
-        buffers, parameters = bn._buffers, bn._parameters
-        mean, var = buffers.get("running_mean"), buffers.get("running_var")
-        weight, bias = parameters.get("weight"), parameters.get("bias")
-        if mean is not None and var is not None and weight is not None and bias is not None:
-            groups.setdefault((var.dtype, weight.dtype, var.device), []).append((bn, mean, var, weight, bias))
-    result: dict[int, tuple[Tensor, ...]] = {}
-    for members in groups.values():
-        bns_, means, variances, weights, biases = zip(*members)
-        sizes = [bn.num_features for bn in bns_]
-        var = torch.cat(variances)
-        eps = torch.cat([var.new_full((bn.num_features,), bn.eps) for bn in bns_]) \
-            if len({bn.eps for bn in bns_}) > 1 else bns_[0].eps
-        a = torch.rsqrt(var + eps) * torch.cat(weights)
-        b = -torch.cat(means) * a + torch.cat(biases)
-        threshold, d, flip = relu_terms(a, b)
-        a_, b_, threshold_, flip_ = (term.split(sizes) for term in (a, b, threshold, flip))
-        pieces = [a_, b_, threshold_, b_ if d is b else d.split(sizes), flip_]
-        for bn, *terms in zip(bns_, *pieces):
-            result[id(bn)] = tuple(terms)
-    return result
 
 
 def _identity_forward(self: nn.Module, input: Tensor) -> Tensor:
     return input.clone()
 
 
-def neutralize_batchnorm(editor: Canonizer, bn: _BatchNorm) -> None:
+def neutralize_batchnorm(editor: Canonizer, bn: nn.Module) -> None:
     """Make ``bn`` an exact identity (its affine map now lives in a neighbour) by overriding its forward.
 
     The module stays in place (hosts keep recognising it, its parameters stay untouched); it returns a copy of
@@ -147,33 +133,25 @@ def _channels_out(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
-def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot,
-                    affine: tuple[Tensor, ...] | None = None) -> None:
-    """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that feeds it.
-
-    ``affine`` is the BN's precomputed terms (from :func:`batchnorm_affines`), if available."""
+def merge_preceding(editor: Canonizer, layer_slot: Slot, bn_slot: Slot) -> None:
+    """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that feeds it:
+    ``W' = a*W`` per output channel, ``b' = a*b + b_bn`` (a layer without bias gets one)."""
     layer, bn = layer_slot[0]._modules[layer_slot[1]], bn_slot[0]._modules[bn_slot[1]]
     if not _is_linear(layer):
         raise TypeError(f"BatchNorm can only be merged into a Linear or convolution, got {type(layer).__name__}")
-    if bn.num_features != _channels_out(layer):
-        raise ValueError(f"cannot merge {type(bn).__name__}({bn.num_features}) into {type(layer).__name__} with "
+    channels = batchnorm_channels(bn)
+    if channels != _channels_out(layer):
+        raise ValueError(f"cannot merge {type(bn).__name__}({channels}) into {type(layer).__name__} with "
                          f"{_channels_out(layer)} output channels: channel counts differ")
-    a, b = batchnorm_affine(bn) if affine is None else affine[:2]
+    a, b = batchnorm_affine(bn)
     weight = layer.weight
     if a.dtype != weight.dtype:
         a, b = a.to(weight.dtype), b.to(weight.dtype)
     shape = [1] * weight.dim()
     shape[_out_axis(layer)] = -1
-    bias = layer.bias
-    if editor.is_fresh(weight) and editor.is_fresh(bias):
-        # both already replaced by this canonizer (e.g. DenseNet's conv1 after its following merge): update the
-        # canonizer's own tensors in place, one pass over the weight instead of a second copy
-        weight.mul_(a.view(shape))
-        torch.addcmul(b, bias, a, out=bias)
-    else:
-        bias = b if bias is None else torch.addcmul(b, bias, a)
-        editor.swap_parameter(layer, "weight", torch.mul(weight, a.view(shape), out=editor.new_like(weight)))
-        editor.swap_parameter(layer, "bias", bias)
+    bias = b if layer.bias is None else torch.addcmul(b, layer.bias, a)
+    editor.swap_parameter(layer, "weight", weight * a.view(shape))
+    editor.swap_parameter(layer, "bias", bias)
     if isinstance(layer, PositionalBiasConv2d):
         editor.swap_buffer(layer, "bias_kernel", layer.bias_kernel * a.view(-1, 1, 1, 1))
     neutralize_batchnorm(editor, bn)
@@ -202,13 +180,12 @@ def _zero_padded(conv: _ConvNd) -> bool:
 
 
 def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, layer_slot: Slot,
-                    between: Sequence[nn.Module] = (), affine: tuple[Tensor, ...] | None = None) -> None:
+                    between: Sequence[nn.Module] = ()) -> None:
     """Fold the BatchNorm at ``bn_slot`` into the conv/linear layer at ``layer_slot`` that it feeds.
 
     ``act_slot`` is the ReLU between them (replaced by a :class:`ThresholdReLU`) or ``None`` if the BN feeds
     the layer directly. ``between`` lists modules between activation and layer that act per channel and keep
-    constants constant (global average pooling, flatten), which a Linear layer may sit behind. ``affine`` is
-    the BN's precomputed terms (from :func:`batchnorm_affines`), if available.
+    constants constant (global average pooling, flatten), which a Linear layer may sit behind.
     """
     bn, layer = bn_slot[0]._modules[bn_slot[1]], layer_slot[0]._modules[layer_slot[1]]
     linear = isinstance(layer, nn.Linear)
@@ -219,10 +196,11 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
             raise TypeError(f"cannot merge BatchNorm through {type(module).__name__}; only global average "
                             "pooling, flatten, dropout and identity may sit between BN and the layer")
     in_channels = layer.in_features if linear else layer.in_channels
-    if bn.num_features != in_channels:
-        raise ValueError(f"cannot merge {type(bn).__name__}({bn.num_features}) into the following "
+    channels = batchnorm_channels(bn)
+    if channels != in_channels:
+        raise ValueError(f"cannot merge {type(bn).__name__}({channels}) into the following "
                          f"{type(layer).__name__} with {in_channels} input channels: channel counts differ")
-    a, b = batchnorm_affine(bn) if affine is None else affine[:2]
+    a, b = batchnorm_affine(bn)
     if act_slot is None:
         d = b
     else:
@@ -230,18 +208,12 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
         if type(act) is not nn.ReLU:
             raise TypeError(f"only ReLU can sit between a BatchNorm and the layer it is merged into, got "
                             f"{type(act).__name__}")
-        if affine is None:
-            threshold, d, flip = relu_terms(a, b)
-            activation = ThresholdReLU(threshold, flip=flip)
-        else:
-            threshold, d, flip = affine[2:]
-            activation = new_module(ThresholdReLU, {"threshold": threshold, "flip": flip})
-        editor.set_child(*act_slot, activation)
+        threshold, d, flip = relu_terms(a, b)
+        editor.set_child(*act_slot, ThresholdReLU(threshold, flip=flip, copy=False))
     weight = layer.weight
     if a.dtype != weight.dtype:
         a, d = a.to(weight.dtype), d.to(weight.dtype)
-    # the scaled weight first, so that the reads of ``weight`` below find it in cache
-    new_weight = torch.mul(weight, _per_input(layer, a), out=editor.new_like(weight))
+    new_weight = weight * _per_input(layer, a)
     bias_kernel = None
     if linear:
         shift = torch.mv(weight, d)
@@ -280,46 +252,6 @@ def merge_following(editor: Canonizer, bn_slot: Slot, act_slot: Slot | None, lay
     neutralize_batchnorm(editor, bn)
 
 
-def merge_between(editor: Canonizer, bn_slot: Slot, act_slot: Slot, layer_slot: Slot, out_bn_slot: Slot,
-                  affine: tuple[Tensor, ...], out_affine: tuple[Tensor, ...]) -> bool:
-    """Both merges of a 1x1 convolution or Linear between two BatchNorms, ``BN → ReLU → layer → BN`` (every
-    dense layer of a DenseNet), in one pass over the weight: ``W' = a_out * W * a_in`` and
-    ``b' = a_out * b + b_out - W' @ t`` with ``t = -b_in/a_in`` the ThresholdReLU's threshold (``W @ b_in`` is
-    ``W' @ (-t)`` scaled back by ``a_out``). Returns ``False``, changing nothing, where that shortcut does not
-    apply (a zero scale, a padded or grouped kernel, mixed dtypes): the caller then merges one side at a time.
-    """
-    bn, act = bn_slot[0]._modules[bn_slot[1]], act_slot[0]._modules[act_slot[1]]
-    layer, out_bn = layer_slot[0]._modules[layer_slot[1]], out_bn_slot[0]._modules[out_bn_slot[1]]
-    if type(act) is not nn.ReLU or affine[3] is not affine[1]:  # d is b exactly when no scale is zero
-        return False
-    weight = layer.weight
-    outputs, inputs = weight.shape[:2]
-    if type(layer) is nn.Conv2d:
-        if layer.groups != 1 or weight.numel() != outputs * inputs or _zero_padded(layer):
-            return False
-    elif type(layer) is not nn.Linear:
-        return False
-    a, _, threshold, _, flip = affine
-    out_a, out_b = out_affine[:2]
-    if not (a.dtype == out_a.dtype == weight.dtype) or editor.is_fresh(weight):
-        return False
-    if bn.num_features != inputs or out_bn.num_features != outputs:
-        raise ValueError(f"cannot merge {type(bn).__name__}({bn.num_features}) → {type(layer).__name__} "
-                         f"({inputs} → {outputs} channels) → {type(out_bn).__name__}({out_bn.num_features}): "
-                         "channel counts differ")
-    editor.set_child(*act_slot, new_module(ThresholdReLU, {"threshold": threshold, "flip": flip}))
-    per_input, per_output = ((1, -1, 1, 1), (-1, 1, 1, 1)) if weight.dim() == 4 else ((1, -1), (-1, 1))
-    new_weight = torch.mul(weight, a.view(per_input), out=editor.new_like(weight))
-    new_weight.mul_(out_a.view(per_output))
-    bias = out_b if layer.bias is None else torch.addcmul(out_b, layer.bias, out_a)
-    bias = torch.addmv(bias, new_weight.view(outputs, inputs), threshold, alpha=-1)
-    editor.swap_parameter(layer, "weight", new_weight)
-    editor.swap_parameter(layer, "bias", bias)
-    neutralize_batchnorm(editor, bn)
-    neutralize_batchnorm(editor, out_bn)
-    return True
-
-
 def sequential_pairs(root: nn.Module | Iterable[nn.Module]) -> list[tuple[Slot, Slot]]:
     """``(layer, bn)`` slots of every conv/linear directly followed by a BatchNorm inside an ``nn.Sequential``
     that keeps Sequential's own ``forward`` (so the order of children is the data flow). ``root`` is a model
@@ -330,7 +262,7 @@ def sequential_pairs(root: nn.Module | Iterable[nn.Module]) -> list[tuple[Slot, 
             continue
         names = list(module._modules)
         for first, second in zip(names, names[1:]):
-            if _is_linear(module._modules[first]) and isinstance(module._modules[second], _BatchNorm):
+            if _is_linear(module._modules[first]) and is_batchnorm(module._modules[second]):
                 pairs.append(((module, first), (module, second)))
     return pairs
 
@@ -370,6 +302,9 @@ def _called_once(graph: torch.fx.Graph) -> set[str]:
     return {target for target, count in counts.items() if count == 1}
 
 
+@builtin_canonizer("merge_batchnorm_preceding", architecture="generic",
+                   summary="any traceable model: BatchNorm merged into the conv/linear that feeds it (data flow "
+                           "from torch.fx)")
 class MergeBatchNormPreceding(Canonizer):
     """Merge every BatchNorm into the conv/linear layer whose output it normalises (``layer → BN``).
 
@@ -395,7 +330,7 @@ class MergeBatchNormPreceding(Canonizer):
         modules = dict(model.named_modules())
         found = []
         for node in graph.nodes:
-            if node.op != "call_module" or not isinstance(modules[node.target], _BatchNorm):
+            if node.op != "call_module" or not is_batchnorm(modules[node.target]):
                 continue
             source = node.args[0] if node.args else None
             if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
@@ -409,6 +344,11 @@ class MergeBatchNormPreceding(Canonizer):
             merge_preceding(self, _slot(model, layer_name), _slot(model, bn_name))
 
 
+# the suite's default example has BN only after convolutions; the following merge needs BN → ReLU → conv
+@builtin_canonizer("merge_batchnorm_following", architecture="generic",
+                   summary="any traceable model: BN [-> ReLU] -> conv merged exactly (threshold ReLU, "
+                           "position-dependent bias at padded borders)",
+                   example_model="xai_plugins.conformance.examples:preactivation_net")
 class MergeBatchNormFollowing(Canonizer):
     """Merge every BatchNorm into the conv/linear layer it feeds (``BN → [ReLU →] layer``), exactly.
 
@@ -441,7 +381,7 @@ class MergeBatchNormFollowing(Canonizer):
 
         found = []
         for node in graph.nodes:
-            if node.op != "call_module" or not isinstance(modules[node.target], _BatchNorm):
+            if node.op != "call_module" or not is_batchnorm(modules[node.target]):
                 continue
             if node.target not in once:
                 continue
@@ -460,6 +400,9 @@ class MergeBatchNormFollowing(Canonizer):
             merge_following(self, _slot(model, bn_name), relu_slot, _slot(model, layer_name))
 
 
+@builtin_canonizer("merge_batchnorm", architecture="generic",
+                   summary="any traceable model: every BatchNorm merged into the preceding layer, else the "
+                           "following")
 class MergeBatchNorm(Canonizer):
     """Merge every BatchNorm it can find with ``torch.fx``: into the preceding layer where one feeds it alone,
     otherwise into the following layer (through a ReLU, see :class:`MergeBatchNormFollowing`).

@@ -50,11 +50,11 @@ from torch.nn.utils.rnn import pad_sequence
 from xai_plugins.canonizers.base import Canonizer
 from xai_plugins.canonizers.batchnorm import (
     batchnorm_affine,
-    batchnorm_affines,
     merge_preceding,
     neutralize_batchnorm,
     relu_terms,
 )
+from xai_plugins.canonizers.families import builtin_canonizer
 from xai_plugins.canonizers.modules import Concat, ThresholdReLU
 
 __all__ = ["DenseNetUntangledCanonizer"]
@@ -99,28 +99,14 @@ def _head_forward(self: nn.Module, x: Tensor) -> Tensor:
 
 # -- helpers ----------------------------------------------------------------------------------------------------
 
-def _conv_template(conv: nn.Conv2d) -> nn.Conv2d:
-    """A parameter-free ``nn.Conv2d`` with the geometry of ``conv`` (built on the meta device: no init cost)."""
-    return nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=False,
+def _conv_copy(conv: nn.Conv2d, weight: Tensor, bias: Tensor, requires_grad: bool) -> nn.Conv2d:
+    """A new ``nn.Conv2d`` with the geometry of ``conv`` holding ``weight`` and ``bias`` (built on the meta
+    device, so that no parameters are initialised only to be replaced)."""
+    copy = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
                      padding_mode=conv.padding_mode, device="meta")
-
-
-def _conv_copy(template: nn.Conv2d, weight: Tensor, bias: Tensor, requires_grad: bool) -> nn.Conv2d:
-    """A new ``nn.Conv2d`` with the geometry of ``template`` holding ``weight`` and ``bias``.
-
-    Hundreds of copies are made per model, so the constructor (which initialises parameters) is bypassed: a
-    plain module gets the template's configuration attributes (sizes, stride, padding, ...) and the two
-    parameters. The result is an ordinary ``nn.Conv2d``.
-    """
-    copy = nn.Conv2d.__new__(nn.Conv2d)
-    nn.Module.__init__(copy)
-    attributes = copy.__dict__
-    for key, value in template.__dict__.items():
-        if key not in attributes:
-            attributes[key] = value
-    copy._parameters["weight"] = nn.Parameter(weight, requires_grad=requires_grad)
-    copy._parameters["bias"] = nn.Parameter(bias, requires_grad=requires_grad)
+    copy.weight = nn.Parameter(weight, requires_grad=requires_grad)
+    copy.bias = nn.Parameter(bias, requires_grad=requires_grad)
     return copy
 
 
@@ -148,6 +134,10 @@ def _check_type(module: object, expected: type, where: str) -> None:
                          f"{expected.__name__}; the model differs from the torchvision DenseNet architecture")
 
 
+@builtin_canonizer("densenet_untangled", model_type="torchvision.models.DenseNet", default=False,
+                   summary="torchvision DenseNet, the paper's untangling variant: each BN slice merged into its "
+                           "own conv copy", architecture="densenet", variant="untangled",
+                   zennit="xai_plugins_zennit.canonizers.for_zennit", captum="xai_plugins_captum.canonized")
 class DenseNetUntangledCanonizer(Canonizer):
     """torchvision DenseNet-121/161/169/201 canonized by untangling (Pahde et al. 2023): every BatchNorm
     slice is merged into its own copy of the convolution that produced its input (threshold-ReLU merges only
@@ -168,15 +158,13 @@ class DenseNetUntangledCanonizer(Canonizer):
         self.claim(model)  # refuses a model another canonizer already changed before anything is inspected
         stem, stages, norm5 = self._structure(model, module)
         conv0, norm0 = stem
-        affines = batchnorm_affines([m for m in model.modules() if isinstance(m, _BatchNorm)])
 
         def affine(bn: _BatchNorm, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-            found = affines.get(id(bn))
-            a, b = found[:2] if found is not None else batchnorm_affine(bn)
+            a, b = batchnorm_affine(bn)
             return a.to(dtype), b.to(dtype)
 
         features = model.features
-        merge_preceding(self, (features, "conv0"), (features, "norm0"), affines.get(id(norm0)))
+        merge_preceding(self, (features, "conv0"), (features, "norm0"))
         for index, (block, transition) in enumerate(stages):
             first, last = index == 0, transition is None
             successor_bn = norm5 if last else transition.norm
@@ -190,7 +178,7 @@ class DenseNetUntangledCanonizer(Canonizer):
                 pad_sequence(list(shifts), batch_first=True)
             width = layers[0].norm1.num_features  # channels of the block's input
             for k, layer in enumerate(layers):
-                self._untangle_layer(k, layer, scale_rows, shift_rows, width, first, affines)
+                self._untangle_layer(k, layer, scale_rows, shift_rows, width, first)
             if last:
                 self.set_child(block, "xai_concat", Concat(1))
                 if first:  # a single-block DenseNet: norm5's stem slice goes into the classifier
@@ -210,7 +198,7 @@ class DenseNetUntangledCanonizer(Canonizer):
     # -- pieces ---------------------------------------------------------------------------------------------------
 
     def _untangle_layer(self, k: int, layer: nn.Module, scale_rows: Tensor, shift_rows: Tensor, width: int,
-                        first: bool, affines: dict) -> None:
+                        first: bool) -> None:
         """Copies of ``conv2`` for the layers after layer ``k`` (0-based) and the block's successor, each with
         that consumer's BN slice; row ``j`` of ``scale_rows``/``shift_rows`` is consumer ``j``'s BN map."""
         conv2 = layer.conv2
@@ -224,9 +212,8 @@ class DenseNetUntangledCanonizer(Canonizer):
         weights, biases = weights.unbind(0), biases.unbind(0)
         self.swap_parameter(conv2, "weight", weights[0])
         self.swap_parameter(conv2, "bias", biases[0])
-        template = _conv_template(conv2)
         requires_grad = weight.requires_grad
-        copies = [_conv_copy(template, w, b, requires_grad) for w, b in zip(weights[1:], biases[1:])]
+        copies = [_conv_copy(conv2, w, b, requires_grad) for w, b in zip(weights[1:], biases[1:])]
         if copies:  # (an empty ModuleList would be a leaf without a rule for the hosts)
             self.set_child(layer, "xai_conv2", nn.ModuleList(copies))
         self.set_child(layer, "xai_relu_out", nn.ModuleList([nn.ReLU() for _ in weights]))
@@ -235,7 +222,7 @@ class DenseNetUntangledCanonizer(Canonizer):
             self.set_child(layer, "relu1", self._stem_merge(layer, "conv1", layer.norm1, width))
         else:  # relu1 now acts on a view of the transition's pooled output: must not write into it
             _out_of_place(self, layer.relu1)
-        merge_preceding(self, (layer, "conv1"), (layer, "norm2"), affines.get(id(layer.norm2)))
+        merge_preceding(self, (layer, "conv1"), (layer, "norm2"))
         neutralize_batchnorm(self, layer.norm1)
         self.override_forward(layer, _layer_forward)
 
@@ -275,8 +262,7 @@ class DenseNetUntangledCanonizer(Canonizer):
         requires_grad = weight.requires_grad
         self.swap_parameter(conv, "weight", weights[0])
         self.swap_parameter(conv, "bias", biases[0])
-        template = _conv_template(conv)
-        copies = [_conv_copy(template, w, b, requires_grad) for w, b in zip(weights[1:], biases[1:])]
+        copies = [_conv_copy(conv, w, b, requires_grad) for w, b in zip(weights[1:], biases[1:])]
         self.set_child(transition, "xai_conv", nn.ModuleList(copies))
         self.set_child(transition, "xai_concat_in", Concat(1))
         self.set_child(transition, "xai_concat_out", Concat(1))

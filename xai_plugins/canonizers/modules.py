@@ -21,79 +21,19 @@ Functional calls in ``forward`` are replaced by torch's own modules, which every
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Concat", "ExplicitModule", "Gate", "PositionalBiasConv2d", "Sum", "ThresholdReLU", "new_module"]
-
-_M = TypeVar("_M", bound=nn.Module)
-_EAGER = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
-"""Containers ``nn.Module`` itself reads from the instance dictionary: always present."""
-_BLANK_PLAIN: dict[str, Any] = {}
-_BLANK_CONTAINERS: dict[str, dict | set] = {}
-
-
-def _blank() -> None:
-    if not _BLANK_CONTAINERS:
-        for key, value in nn.Module().__dict__.items():
-            (_BLANK_CONTAINERS if isinstance(value, (dict, set)) else _BLANK_PLAIN)[key] = value
-
-
-class _OnFirstUse:
-    """Class-level stand-in for one of ``nn.Module``'s hook containers: the first read makes the instance's own
-    empty container and stores it in the instance dictionary, which every later read finds first."""
-
-    def __init__(self, name: str, factory: type) -> None:
-        self.name, self.factory = name, factory
-
-    def __get__(self, instance: nn.Module | None, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        value = instance.__dict__[self.name] = self.factory()
-        return value
+__all__ = ["Concat", "ExplicitModule", "Gate", "PositionalBiasConv2d", "Sum", "ThresholdReLU"]
 
 
 class ExplicitModule(nn.Module):
-    """Base of the parameter-free explicit modules: an instance built by :func:`new_module` gets its eleven hook
-    and state-dict-hook containers only when something first reads one (registering a hook, or the first call,
-    which checks four of them). A canonizer adds about 120 of these modules per ``apply``; most containers are
-    never used, and making them eagerly cost about 0.3 ms of a DenseNet-121's 7 ms apply and a third of the
-    objects the garbage collector had to visit.
-    Built the regular way (``Sum()``), an instance has them all from the start, as any module."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _blank()
-        for key, value in _BLANK_CONTAINERS.items():
-            if key not in _EAGER and key not in cls.__dict__:
-                setattr(cls, key, _OnFirstUse(key, type(value)))
-
-
-def new_module(cls: type[_M], buffers: dict[str, Tensor] | None = None, **attributes: Any) -> _M:
-    """An instance of ``cls`` as ``nn.Module.__init__`` would leave it, plus ``buffers`` and plain ``attributes``,
-    without running any ``__init__``: a blank module's dictionary with fresh (empty) child containers.
-
-    Why: canonizers add about 120 of these modules to a DenseNet on every ``apply``; the regular constructor
-    (hook dictionaries set one by one, ``register_buffer``'s checks) costs three to five times as much. Only
-    for the :class:`ExplicitModule` classes, whose ``__init__`` does nothing else (their hook containers are
-    made on first use), and for tensors the caller checked.
-    """
-    if not issubclass(cls, ExplicitModule):
-        raise TypeError(f"new_module builds ExplicitModule subclasses only, got {cls.__name__}; construct it "
-                        "with its own __init__")
-    _blank()
-    module = cls.__new__(cls)
-    state = module.__dict__
-    state.update(_BLANK_PLAIN)
-    for key in _EAGER:
-        state[key] = _BLANK_CONTAINERS[key].copy()
-    if buffers:
-        state["_buffers"].update(buffers)
-    state.update(attributes)
-    return module
+    """Base of the parameter-free explicit modules (:class:`Sum`, :class:`Concat`, :class:`Gate`,
+    :class:`ThresholdReLU`): each computes exactly the inline operation it stands for, so that a host can
+    recognise it and attach its rule; tracers keep them as leaves."""
 
 
 class Sum(ExplicitModule):
@@ -175,8 +115,8 @@ class ThresholdReLU(ExplicitModule):
     given tensors instead of copies (canonizers pass tensors they just computed and own).
 
     ``pass_through = True`` (off by default) makes the module apply that rule itself: the output is the same,
-    but its gradient goes to the input unchanged, as with Zennit's ``Pass`` hook. The Zennit adapter sets it
-    instead of registering a ``Pass`` (three hooks and their handles per module, 62 modules in a DenseNet-121).
+    but its gradient goes to the input unchanged, as with Zennit's ``Pass`` hook (a host may set it instead of
+    registering a hook on every such module).
     """
 
     pass_through: bool = False

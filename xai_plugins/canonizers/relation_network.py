@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from xai_plugins.canonizers.base import Canonizer
-from xai_plugins.canonizers.batchnorm import merge_preceding, sequential_pairs
+from xai_plugins.canonizers.batchnorm import is_batchnorm, merge_preceding, sequential_pairs
+from xai_plugins.canonizers.families import builtin_canonizer
 from xai_plugins.canonizers.modules import Sum
 
 __all__ = ["RelationNetwork", "RelationNetworkCanonizer", "relation_network"]
@@ -138,6 +139,11 @@ def _canonical_forward(self: RelationNetwork, image: torch.Tensor, question: tor
     return self.f(self.xai_pair_sum(*self.relations(image, question).unbind(dim=1)))
 
 
+@builtin_canonizer("relation_network", model_type="xai_plugins.canonizers.relation_network.RelationNetwork",
+                   label="Relation Network (xai_plugins reference model)",
+                   summary="Relation Network: encoder BN merged, sum over object pairs explicit",
+                   zennit="xai_plugins_zennit.canonizers_for", captum="xai_plugins_captum.canonized",
+                   example_model="model:relation_network")
 class RelationNetworkCanonizer(Canonizer):
     """Canonizer for :class:`RelationNetwork` (Pahde et al., CVPRW 2023).
 
@@ -156,7 +162,7 @@ class RelationNetworkCanonizer(Canonizer):
         for layer_slot, bn_slot in sequential_pairs(model.encoder):
             merge_preceding(self, layer_slot, bn_slot)
         for name, module in model.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not self.owns(module):
+            if is_batchnorm(module) and not self.owns(module):
                 raise ValueError(
                     f"RelationNetworkCanonizer: BatchNorm {name!r} does not follow a convolution in the encoder; "
                     "the model was changed after it was built. Try MergeBatchNorm() instead"

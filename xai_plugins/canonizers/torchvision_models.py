@@ -19,17 +19,11 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from xai_plugins.canonizers.base import Canonizer, modules_of
-from xai_plugins.canonizers.batchnorm import (
-    batchnorm_affines,
-    merge_between,
-    merge_following,
-    merge_preceding,
-    sequential_pairs,
-)
-from xai_plugins.canonizers.modules import Concat, Gate, Sum, new_module
+from xai_plugins.canonizers.base import Canonizer
+from xai_plugins.canonizers.batchnorm import is_batchnorm, merge_following, merge_preceding, sequential_pairs
+from xai_plugins.canonizers.families import builtin_canonizer
+from xai_plugins.canonizers.modules import Concat, Gate, Sum
 
 __all__ = [
     "DenseNetCanonizer",
@@ -137,16 +131,36 @@ def _regnet_body(self: nn.Module, x: Tensor) -> Tensor:
 
 # -- canonizers -----------------------------------------------------------------------------------------------
 
+_HOST = {"zennit": "xai_plugins_zennit.canonizers_for", "captum": "xai_plugins_captum.canonized"}
+"""How the hosts reach the torchvision canonizers (``register()`` metadata)."""
+
+_FORWARD_METHODS = ("forward", "_forward_impl")
+"""Methods whose behaviour a canonizer's replacement ``forward`` stands for (torchvision's ``forward`` calls
+``_forward_impl`` in some classes)."""
+
+
+def _own_forward(module: nn.Module, cls: type) -> str | None:
+    """The name of the first class between ``type(module)`` and ``cls`` that defines its own ``forward`` (or
+    ``_forward_impl``), or ``None`` if ``module`` computes exactly what ``cls`` computes."""
+    for klass in type(module).__mro__:
+        if klass is cls:
+            return None
+        if any(name in vars(klass) for name in _FORWARD_METHODS):
+            return f"{klass.__module__}.{klass.__qualname__}"
+    return None
+
+
 class TorchvisionCanonizer(Canonizer):
     """Shared steps of the torchvision canonizers; subclasses set ``model_class`` and implement ``restructure``.
 
-    ``canonize`` restructures the blocks, merges the layers ``restructure`` listed (``_between``: a layer with a
-    BN on each side; ``_following``; ``_preceding``) plus every conv/linear → BN pair inside plain
-    ``nn.Sequential`` containers, and finally checks that no BatchNorm was left unmerged.
+    ``canonize`` restructures the blocks, merges the layers ``restructure`` listed (``_following``: BN first,
+    merged into the layer after it; ``_preceding``: BN after its layer; a layer listed in both takes both)
+    plus every conv/linear → BN pair inside plain ``nn.Sequential`` containers, and finally checks that no
+    BatchNorm was left unmerged. A model (or block) whose class overrides the torchvision ``forward`` is
+    refused with an error naming the class: its data flow is not the one the canonizer rewrites.
     """
 
     model_class: tuple[str, str] = ("", "")
-    family: str = ""
 
     def restructure(self, model: nn.Module) -> None:
         """Add explicit modules, override forwards and record architecture-specific merges."""
@@ -159,50 +173,43 @@ class TorchvisionCanonizer(Canonizer):
                             f"{type(model).__name__}; use xai_plugins.canonizers.canonizers_for(model) to pick "
                             "the right canonizer")
         self._following: list[tuple[Any, Any, Any, tuple[nn.Module, ...]]] = []
-        self._between: list[tuple[Any, Any, Any, Any]] = []
         self._preceding: list[tuple[Any, Any]] = []
-        self._modules_before = modules_of(model)
-        self._types = {type(module) for module in self._modules_before}
+        self._modules_before = list(model.modules())
         try:
+            self.replace_forward(model, cls, None)
             self.restructure(model)
             self._gates()
-            norms = self.instances(_BatchNorm)
-            affines = batchnorm_affines(norms)
-            preceding = self._preceding + sequential_pairs(self.instances(nn.Sequential))
-            layer_slots = [t[2] for t in self._between] + [t[2] for t in self._following] + [p[0] for p in preceding]
-            layers = {id(layer): layer for layer in (slot[0]._modules[slot[1]] for slot in layer_slots)}
-            self.reserve(layer.weight for layer in layers.values())
-            # a BN merged into the following layer is not merged into a preceding one as well
-            merged = {id(slot[0]._modules[slot[1]]) for slot in [t[0] for t in self._between + self._following]}
-            for bn_slot, act_slot, layer_slot, out_slot in self._between:
-                out_bn = out_slot[0]._modules[out_slot[1]]
-                if id(out_bn) in merged:
-                    self._following.append((bn_slot, act_slot, layer_slot, ()))
-                    continue
-                merged.add(id(out_bn))
-                affine, out_affine = affines.get(id(bn_slot[0]._modules[bn_slot[1]])), affines.get(id(out_bn))
-                if affine is None or out_affine is None or not merge_between(
-                        self, bn_slot, act_slot, layer_slot, out_slot, affine, out_affine):
-                    # one side at a time; the preceding merge right after, while the new weight is in cache
-                    merge_following(self, bn_slot, act_slot, layer_slot, (), affine)
-                    merge_preceding(self, layer_slot, out_slot, out_affine)
+            norms = [module for module in self._modules_before if is_batchnorm(module)]
+            merged: set[int] = set()
             for bn_slot, act_slot, layer_slot, between in self._following:
-                merge_following(self, bn_slot, act_slot, layer_slot, between,
-                                affines.get(id(bn_slot[0]._modules[bn_slot[1]])))
-            for layer_slot, bn_slot in preceding:
+                merged.add(id(bn_slot[0]._modules[bn_slot[1]]))
+                merge_following(self, bn_slot, act_slot, layer_slot, between)
+            # a BN merged into the following layer is not merged into a preceding one as well
+            for layer_slot, bn_slot in self._preceding + sequential_pairs(self.instances(nn.Sequential)):
                 bn = bn_slot[0]._modules[bn_slot[1]]
                 if id(bn) not in merged:
                     merged.add(id(bn))
-                    merge_preceding(self, layer_slot, bn_slot, affines.get(id(bn)))
+                    merge_preceding(self, layer_slot, bn_slot)
             self._check_all_merged(model, norms)
         finally:
-            del self._modules_before, self._types, self._following, self._between, self._preceding
+            del self._modules_before, self._following, self._preceding
 
     def instances(self, classes: type | tuple[type, ...]) -> list[nn.Module]:
-        """The model's modules (as found before canonizing) that are instances of ``classes``, in module order;
-        one pass with a set lookup per module, and none when no module's type matches."""
-        wanted = {kind for kind in self._types if issubclass(kind, classes)}
-        return [module for module in self._modules_before if type(module) in wanted] if wanted else []
+        """The model's modules (as found before canonizing) that are instances of ``classes``, in module order."""
+        return [module for module in self._modules_before if isinstance(module, classes)]
+
+    def replace_forward(self, module: nn.Module, cls: type, forward: Callable[..., Tensor] | None) -> None:
+        """Override the forward of ``module`` (an instance of torchvision's ``cls``) by ``forward``; refuses a
+        module whose class overrides torchvision's forward. ``forward=None`` only checks."""
+        own = _own_forward(module, cls)
+        if own is not None:
+            raise TypeError(f"{type(self).__name__}: {own} overrides the forward of torchvision's "
+                            f"{cls.__name__}, so its data flow is not the one this canonizer rewrites (it would "
+                            "replace that forward and change the function). Canonize the model with a canonizer "
+                            "written for this class (register one for its model type), or use "
+                            "xai_plugins.canonizers.MergeBatchNorm() for BatchNorm merging alone")
+        if forward is not None:
+            self.override_forward(module, forward)
 
     def add(self, parent: nn.Module, name: str, module: nn.Module) -> nn.Module:
         """Add ``module`` (a parameter-free module) as ``parent.<name>``."""
@@ -212,10 +219,11 @@ class TorchvisionCanonizer(Canonizer):
     def residual_sums(self, block_classes: type | tuple[type, ...], forward: Callable[..., Tensor],
                       adds_residual: Callable[[nn.Module], bool] = lambda block: block.use_res_connect) -> None:
         """Give every block of ``block_classes`` that adds a residual an explicit :class:`Sum` and ``forward``."""
-        for block in self.instances(block_classes):
+        classes = block_classes if isinstance(block_classes, tuple) else (block_classes,)
+        for block in self.instances(classes):
             if adds_residual(block):
-                self.add(block, "xai_residual", new_module(Sum))
-                self.override_forward(block, forward)
+                self.add(block, "xai_residual", Sum())
+                self.replace_forward(block, next(c for c in classes if isinstance(block, c)), forward)
 
     def head(self, model: nn.Module, body: Callable[[nn.Module, Tensor], Tensor], pool: str, head: str) -> None:
         """Override the top-level forward: ``head(flatten(pool(body(x))))`` with a ``Flatten`` module."""
@@ -225,61 +233,64 @@ class TorchvisionCanonizer(Canonizer):
     def _gates(self) -> None:
         se_class = _tv("ops.misc", "SqueezeExcitation")
         for module in self.instances(se_class):
-            if type(module) is se_class:  # exactly torchvision's block, not a subclass with another forward
-                self.add(module, "xai_gate", new_module(Gate, signal_takes_all=True))
+            if _own_forward(module, se_class) is None:  # a subclass with its own forward keeps it (and its gate)
+                self.add(module, "xai_gate", Gate(signal_takes_all=True))
                 self.override_forward(module, _gate_forward)
 
-    def _check_all_merged(self, model: nn.Module, norms: list[_BatchNorm]) -> None:
-        claimed = self._claimed  # every merged BN was claimed (its forward overridden) by this canonizer
+    def _check_all_merged(self, model: nn.Module, norms: list[nn.Module]) -> None:
         for module in norms:
-            if id(module) not in claimed:
+            if not self.owns(module):  # every merged BN was claimed (its forward overridden) by this canonizer
                 name = next(n for n, m in model.named_modules() if m is module)
                 raise ValueError(f"{type(self).__name__}: BatchNorm {name!r} has no layer to merge into in this "
                                  f"{type(model).__name__}; the model differs from the torchvision architecture. "
                                  "Try MergeBatchNorm() or register a canonizer for this model")
 
 
+@builtin_canonizer("vgg", model_type="torchvision.models.VGG", label="VGG (with and without BatchNorm)",
+                   summary="torchvision VGG with or without BatchNorm: BN merged into the preceding conv", **_HOST)
 class VGGCanonizer(TorchvisionCanonizer):
     """torchvision VGG with or without BatchNorm: BN merged into the preceding conv, flatten as a module."""
 
     model_class = ("models.vgg", "VGG")
-    family = "vgg"
 
     def restructure(self, model: nn.Module) -> None:
         self.head(model, _features_body, "avgpool", "classifier")
 
 
+@builtin_canonizer("resnet", model_type="torchvision.models.ResNet", label="ResNet, ResNeXt, Wide ResNet",
+                   summary="torchvision ResNet/ResNeXt/Wide ResNet: BN merged, residual sums as explicit Sum "
+                           "modules", **_HOST)
 class ResNetCanonizer(TorchvisionCanonizer):
     """torchvision ResNet, ResNeXt and Wide ResNet: BN merged, residual sums as :class:`Sum`, one ReLU module
     per call (torchvision reuses one ReLU per block), flatten as a module."""
 
     model_class = ("models.resnet", "ResNet")
-    family = "resnet"
 
     def restructure(self, model: nn.Module) -> None:
         basic, bottleneck = _tv("models.resnet", "BasicBlock"), _tv("models.resnet", "Bottleneck")
         self._preceding.append(((model, "conv1"), (model, "bn1")))
         for block in self.instances((basic, bottleneck)):
-            convs = ("conv1", "conv2") if isinstance(block, basic) else ("conv1", "conv2", "conv3")
+            kind = bottleneck if isinstance(block, bottleneck) else basic
+            convs = ("conv1", "conv2", "conv3") if kind is bottleneck else ("conv1", "conv2")
             for index, conv in enumerate(convs, 1):
                 self._preceding.append(((block, conv), (block, f"bn{index}")))
-            self.add(block, "xai_residual", new_module(Sum))
+            self.add(block, "xai_residual", Sum())
             self.add(block, "xai_relu_out", nn.ReLU())
-            if isinstance(block, bottleneck):
+            if kind is bottleneck:
                 self.add(block, "xai_relu_mid", nn.ReLU())
-                self.override_forward(block, _bottleneck_forward)
-            else:
-                self.override_forward(block, _basic_block_forward)
+            self.replace_forward(block, kind, _bottleneck_forward if kind is bottleneck else _basic_block_forward)
         self.head(model, _resnet_body, "avgpool", "fc")
 
 
+@builtin_canonizer("densenet", model_type="torchvision.models.DenseNet", label="DenseNet-121/161/169/201",
+                   summary="torchvision DenseNet: BN merged into preceding or following layers (threshold ReLU), "
+                           "concats explicit", **_HOST)
 class DenseNetCanonizer(TorchvisionCanonizer):
     """torchvision DenseNet-121/161/169/201: concatenations as :class:`Concat`; BN merged into the preceding
     conv where one exists, and into the following conv or classifier (through a :class:`ThresholdReLU`) where
     BN comes first (``norm1`` of every dense layer, every transition, the final ``norm5``)."""
 
     model_class = ("models.densenet", "DenseNet")
-    family = "densenet"
 
     def restructure(self, model: nn.Module) -> None:
         layer_class = _tv("models.densenet", "_DenseLayer")
@@ -288,13 +299,15 @@ class DenseNetCanonizer(TorchvisionCanonizer):
         for module in self.instances((block_class, layer_class, transition_class)):
             if isinstance(module, block_class):
                 names = list(module._modules)
-                self.add(module, "xai_concat", new_module(Concat, dim=1))
-                self.override_forward(module, _dense_block_forward(names))
+                self.add(module, "xai_concat", Concat(dim=1))
+                self.replace_forward(module, block_class, _dense_block_forward(names))
             elif isinstance(module, layer_class):
-                self.add(module, "xai_concat", new_module(Concat, dim=1))
-                self.override_forward(module, _dense_layer_forward)
-                self._between.append(((module, "norm1"), (module, "relu1"), (module, "conv1"), (module, "norm2")))
+                self.add(module, "xai_concat", Concat(dim=1))
+                self.replace_forward(module, layer_class, _dense_layer_forward)
+                self._following.append(((module, "norm1"), (module, "relu1"), (module, "conv1"), ()))
+                self._preceding.append(((module, "conv1"), (module, "norm2")))
             elif isinstance(module, transition_class):
+                self.replace_forward(module, transition_class, None)
                 self._following.append(((module, "norm"), (module, "relu"), (module, "conv"), ()))
         self.add(model, "xai_relu", nn.ReLU())
         pool = self.add(model, "xai_pool", nn.AdaptiveAvgPool2d((1, 1)))
@@ -303,12 +316,14 @@ class DenseNetCanonizer(TorchvisionCanonizer):
                                 (pool, model.xai_flatten)))
 
 
+@builtin_canonizer("efficientnet", model_type="torchvision.models.EfficientNet", label="EfficientNet B0-B7 and V2",
+                   summary="torchvision EfficientNet B0-B7 and V2: BN merged, residual sums and SE gates explicit",
+                   **_HOST)
 class EfficientNetCanonizer(TorchvisionCanonizer):
     """torchvision EfficientNet B0–B7 and V2 (MBConv and FusedMBConv): BN merged, residual sums as
     :class:`Sum`, squeeze-and-excitation as a signal-takes-all :class:`Gate`, flatten as a module."""
 
     model_class = ("models.efficientnet", "EfficientNet")
-    family = "efficientnet"
 
     def restructure(self, model: nn.Module) -> None:
         blocks = (_tv("models.efficientnet", "MBConv"), _tv("models.efficientnet", "FusedMBConv"))
@@ -316,12 +331,14 @@ class EfficientNetCanonizer(TorchvisionCanonizer):
         self.head(model, _features_body, "avgpool", "classifier")
 
 
+@builtin_canonizer("mobilenet_v2", model_type="torchvision.models.MobileNetV2", label="MobileNetV2",
+                   summary="torchvision MobileNetV2: BN merged, residual sums and functional pooling explicit",
+                   **_HOST)
 class MobileNetV2Canonizer(TorchvisionCanonizer):
     """torchvision MobileNetV2: BN merged, residual sums as :class:`Sum`, the functional global average
     pooling and flatten as modules."""
 
     model_class = ("models.mobilenetv2", "MobileNetV2")
-    family = "mobilenet_v2"
 
     def restructure(self, model: nn.Module) -> None:
         self.residual_sums(_tv("models.mobilenetv2", "InvertedResidual"), _mobilenet_v2_residual_forward)
@@ -329,24 +346,26 @@ class MobileNetV2Canonizer(TorchvisionCanonizer):
         self.head(model, _features_body, "xai_pool", "classifier")
 
 
+@builtin_canonizer("mobilenet_v3", model_type="torchvision.models.MobileNetV3", label="MobileNetV3 small and large",
+                   summary="torchvision MobileNetV3: BN merged, residual sums and SE gates explicit", **_HOST)
 class MobileNetV3Canonizer(TorchvisionCanonizer):
     """torchvision MobileNetV3 small and large: BN merged, residual sums as :class:`Sum`, squeeze-and-excitation
     as a signal-takes-all :class:`Gate`, flatten as a module."""
 
     model_class = ("models.mobilenetv3", "MobileNetV3")
-    family = "mobilenet_v3"
 
     def restructure(self, model: nn.Module) -> None:
         self.residual_sums(_tv("models.mobilenetv3", "InvertedResidual"), _mobilenet_v3_residual_forward)
         self.head(model, _features_body, "avgpool", "classifier")
 
 
+@builtin_canonizer("regnet", model_type="torchvision.models.RegNet", label="RegNet X and Y",
+                   summary="torchvision RegNet X/Y: BN merged, residual sums and SE gates explicit", **_HOST)
 class RegNetCanonizer(TorchvisionCanonizer):
     """torchvision RegNet X and Y: BN merged, residual sums as :class:`Sum`, squeeze-and-excitation (RegNet Y)
     as a signal-takes-all :class:`Gate`, flatten as a module."""
 
     model_class = ("models.regnet", "RegNet")
-    family = "regnet"
 
     def restructure(self, model: nn.Module) -> None:
         self.residual_sums(_tv("models.regnet", "ResBottleneckBlock"), _regnet_block_forward,

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from zennit.core import Hook, RemovableHandleList, stabilize
 from zennit.rules import AlphaBeta, Pass, ZPlus
 
-from xai_plugins.canonizers.base import Canonizer, modules_of
+from xai_plugins.canonizers.base import Canonizer
 from xai_plugins.canonizers.modules import Gate, Sum, ThresholdReLU
 from xai_plugins.canonizers.selection import canonizers_for as _core_canonizers_for
 
@@ -183,7 +183,7 @@ class ZennitCanonizer:
             return [self]
         self.canonizer.apply(root_module)
         try:
-            modules = modules_of(root_module)
+            modules = list(root_module.modules())
             kinds = {type(module) for module in modules}
             mixed_sign = not kinds.isdisjoint(MIXED_SIGN_ACTIVATIONS)
             factories: dict[type, Callable[[nn.Module], Hook | None]] = {}  # the first matching rule per type

@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages (imported by the tests that use them, never from ``conftest.py``)."""
