@@ -71,8 +71,9 @@ class Plan:
 
     children: list[tuple[str, str, Callable[[nn.Module], nn.Module]]] = field(default_factory=list)
     """``(parent path, name, factory(model) → module)``: new explicit modules and per-call copies."""
-    following: list[tuple[str, str | None, str, tuple[str, ...]]] = field(default_factory=list)
-    """``(bn, relu or None, layer, pass-through modules between)``: merges into the layer a BN feeds."""
+    following: list[tuple[str, str | None, str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
+    """``(bn, relu or None, layer, pass-through modules between, further layers)``: merges into the layers a
+    BN feeds (several only directly behind the ReLU)."""
     preceding: list[tuple[str, tuple[tuple[str, int, int], ...]]] = field(default_factory=list)
     """``(bn, ((layer, first channel, end channel), ...))``: merges into the layers that feed a BN."""
     norm_only: list[str] = field(default_factory=list)
@@ -358,8 +359,8 @@ class _Planner:
         if chain is None:
             return False
         self.plan.following.append(chain)
-        relu, layer = chain[1], chain[2]
-        self.row("merged", node, node.target, f"into the following {layer}"
+        relu, layers = chain[1], ", ".join((chain[2], *chain[4]))
+        self.row("merged", node, node.target, f"into the following {layers}"
                  + (f" (its ReLU {relu} becomes a ThresholdReLU)" if relu else ""))
         return True
 
@@ -387,6 +388,8 @@ class _Planner:
         return [(source.target, 0, width)]
 
     def fed(self, node: torch.fx.Node, bn: _BatchNorm, once: set[str]):
+        """``(bn, relu or None, layer, pass-through modules, further layers)`` if ``bn`` alone feeds one layer
+        (through at most a ReLU and pass-through modules) or, after the ReLU, several layers directly."""
         def only_user(current: torch.fx.Node) -> torch.fx.Node | None:
             users = list(current.users)
             if len(users) == 1 and users[0].op == "call_module" and users[0].target in once \
@@ -398,29 +401,41 @@ class _Planner:
         while current is not None and isinstance(self.module(current.target), (nn.Dropout, nn.Identity)) \
                 and not current.target.endswith(".act"):
             current = only_user(current)
-        relu = None
+        relu, consumers = None, None
         if current is not None and type(self.module(current.target)) is nn.ReLU:
-            relu, current = current.target, only_user(current)
+            relu, consumers = current.target, list(current.users)
+            current = only_user(current)
+        elif current is None:
+            consumers = list(node.users)
+        if current is None and consumers and len(consumers) > 1:
+            layers = [user.target for user in consumers if user.op == "call_module" and user.target in once
+                      and len(user.args) == 1 and not user.kwargs and self.mergeable(user.target, bn, False)]
+            if len(layers) != len(consumers):
+                return None
+            return node.target, relu, layers[0], (), tuple(layers[1:])
         between: list[str] = []
         while current is not None and isinstance(self.module(current.target), PASS_THROUGH):
             between.append(current.target)
             current = only_user(current)
-        if current is None or current.target in self.new:
+        if current is None or current.target in self.new or not self.mergeable(current.target, bn, bool(between)):
             return None
-        layer = self.modules[current.target]
+        return node.target, relu, current.target, tuple(between), ()
+
+    def mergeable(self, path: str, bn: _BatchNorm, behind_pooling: bool) -> bool:
+        """Whether ``merge_following`` folds ``bn`` exactly into the layer at ``path`` (behind global pooling
+        only an unpadded layer: the pooled constant is not zero-padded)."""
+        if path in self.new:
+            return False
+        layer = self.modules[path]
         if type(layer) not in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d):
-            return None
+            return False
         inputs = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
-        if inputs != bn.num_features or (between and not isinstance(layer, nn.Linear)
-                                         and not all(isinstance(self.module(p), (nn.Identity, nn.Dropout))
-                                                     for p in between)):
-            return None
-        if not isinstance(layer, (nn.Linear, nn.Conv2d)) and layer.padding_mode == "zeros" \
-                and (isinstance(layer.padding, str) or any(layer.padding)):
-            return None
-        if relu is not None and relu.endswith(".act") and relu.rpartition(".")[0] != node.target:
-            return None
-        return node.target, relu, current.target, tuple(between)
+        if inputs != bn.num_features:
+            return False
+        if isinstance(layer, nn.Linear):
+            return True
+        padded = layer.padding_mode == "zeros" and (isinstance(layer.padding, str) or any(layer.padding))
+        return not padded or (type(layer) is nn.Conv2d and not behind_pooling)
 
     # -- unsupported nodes in gate branches do not matter ------------------------------------------------
 

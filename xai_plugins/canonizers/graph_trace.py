@@ -120,8 +120,9 @@ def is_conv_or_linear(module: nn.Module) -> bool:
         return True
     if not isinstance(module, (nn.Linear, _ConvNd)) or getattr(module, "transposed", False):
         return False
-    conv2d_same = getattr(sys.modules.get("timm.layers.conv2d_same"), "Conv2dSame", None)
-    return conv2d_same is not None and kind is conv2d_same
+    same_math = (getattr(sys.modules.get("timm.layers.conv2d_same"), "Conv2dSame", None),
+                 getattr(sys.modules.get("timm.layers.linear"), "Linear", None))
+    return kind in same_math
 
 
 class GraphTracer(torch.fx.Tracer):
@@ -134,7 +135,7 @@ class GraphTracer(torch.fx.Tracer):
         self.path: list[str] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, self._leaf_types):
+        if isinstance(m, self._leaf_types) or is_conv_or_linear(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
