@@ -44,7 +44,7 @@ class ChannelExtremalResult:
         iterations: (N,) iterations each sample ran.
         areas: the requested areas.
         converged: (N,) whether the sample stopped early.
-        layer_shape: shape of the layer output on the unperturbed batch, (N, K, ...).
+        layer_shape: shape of the masked layer output (or input) on the unperturbed batch, (N, K, ...).
     """
 
     masks: torch.Tensor
@@ -66,32 +66,47 @@ def last_conv(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class _ChannelMask:
-    """Forward hook state: multiplies the layer output by the current per-row channel mask."""
+    """Hook state: multiplies the layer's output (or, with ``on_input``, its first input) by the current per-row
+    channel mask."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_input: bool = False) -> None:
+        self.on_input = on_input
         self.mask: torch.Tensor | None = None
         self.calls = 0
         self.shape: tuple[int, ...] | None = None
 
-    def __call__(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
+    def masked(self, module: torch.nn.Module, value: Any) -> Any:
         self.calls += 1
-        if not isinstance(output, torch.Tensor) or output.dim() < 2:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(f"channel extremal perturbation needs a layer whose output has a channel dimension, "
-                             f"shape (N, K, ...); {type(module).__name__} returned {shape}. Pick a convolution or "
-                             "a block of the network as the layer")
-        self.shape = tuple(output.shape)
+        where = "input" if self.on_input else "output"
+        if not isinstance(value, torch.Tensor) or value.dim() < 2:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"channel extremal perturbation needs a layer whose {where} has a channel dimension, "
+                             f"shape (N, K, ...); the {where} of {type(module).__name__} is {shape}. Pick a "
+                             "convolution or a block of the network as the layer")
+        self.shape = tuple(value.shape)
         if self.mask is None:
-            return output
-        if self.mask.shape[0] != output.shape[0] or self.mask.shape[1] != output.shape[1]:
-            raise ValueError(f"the layer output has shape {tuple(output.shape)} but the channel mask is "
+            return value
+        if self.mask.shape[0] != value.shape[0] or self.mask.shape[1] != value.shape[1]:
+            raise ValueError(f"the layer {where} has shape {tuple(value.shape)} but the channel mask is "
                              f"{tuple(self.mask.shape)}; the layer must be called once per forward pass")
-        return output * self.mask.reshape(*self.mask.shape, *([1] * (output.dim() - 2)))
+        return value * self.mask.reshape(*self.mask.shape, *([1] * (value.dim() - 2)))
+
+    def output_hook(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
+        return self.masked(module, output)
+
+    def input_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not args:
+            raise ValueError(f"channel extremal perturbation of a layer input needs a layer called with a "
+                             f"positional input; {type(module).__name__} got none")
+        return (self.masked(module, args[0]), *args[1:])
 
 
 @contextlib.contextmanager
 def _hooked(layer: torch.nn.Module, state: _ChannelMask) -> Iterator[_ChannelMask]:
-    handle = layer.register_forward_hook(state)
+    if state.on_input:
+        handle = layer.register_forward_pre_hook(state.input_hook)
+    else:
+        handle = layer.register_forward_hook(state.output_hook)
     try:
         yield state
     finally:
@@ -152,6 +167,7 @@ def channel_extremal_perturbation(
     patience: int = 10,
     min_iter: int = 0,
     area_tol: float = 0.01,
+    layer_input: bool = False,
     additional_forward_args: Sequence[Any] | Any = None,
     seed: int | None = None,
     progress: bool = False,
@@ -159,7 +175,8 @@ def channel_extremal_perturbation(
     """Per-instance channel masks of ``layer`` for a batch of inputs, one optimisation for all inputs and areas.
 
     ``inputs`` is any tensor with the batch first; ``layer`` a submodule of ``model`` whose output is
-    (N, K, ...) (default: the last ``nn.Conv2d``). The other arguments are those of
+    (N, K, ...) (default: the last ``nn.Conv2d``); with ``layer_input`` the mask scales the layer's first
+    input instead of its output (Captum's ``attribute_to_layer_input``). The other arguments are those of
     :func:`xai_plugins.extremal.extremal_perturbation` (the same loop, reward span and units of the area
     weights); areas are fractions of the K channels. Two defaults differ from the input masks: the parameters
     start at 0.5 (a channel mask at 1 cannot grow, so the reward could not order the channels) and the area
@@ -181,7 +198,7 @@ def channel_extremal_perturbation(
     schedule = Schedule(max_iter=max_iter, learning_rate=learning_rate, final_learning_rate=final_learning_rate,
                         regul_weight=regul_weight, final_regul_weight=final_regul_weight, tol=tol,
                         patience=patience, min_iter=min_iter, area_tol=area_tol)
-    state = _ChannelMask()
+    state = _ChannelMask(on_input=layer_input)
     problem = ChannelMasks(inputs.detach(), forward_with_rows(model, additional_forward_args, batch), state)
     with explaining(model, "channel extremal perturbation"), _hooked(layer, state), seeded(seed, inputs.device):
         layer_shape = problem.probe(targets, layer)
