@@ -120,6 +120,9 @@ class SmoothMaskGenerator:
         return mask.clamp(0, 1) if self.clamp else mask
 
 
+LEVEL_MARGIN = 1e-6  # levels stay this far inside (-1, 1), so the peak maps to exactly 1 in float32
+
+
 def trim(masks: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     """The masks (B, ...) with peak 1 mapped through the monotone family of ``level`` (B,) in [-1, 1]:
     ``clamp((m - u) / (1 - u), 0, 1)`` for ``u = level >= 0`` (the edge is trimmed, values 1 stay 1) and
@@ -138,7 +141,7 @@ def fit_area(masks: torch.Tensor, areas: torch.Tensor, counted: tuple[slice, sli
 
     The paper defines the extremal mask of area ``a`` under the hard constraint ``area(m) = a``; the ranking
     penalty only approaches it. Each mask (B, H', W') is divided by its peak and mapped through :func:`trim`,
-    with the level found by bisection on [-1, 1] so that its mean over ``counted`` (rows and columns of the
+    with the level found by bisection on (-1, 1) so that its mean over ``counted`` (rows and columns of the
     region the areas are fractions of; default the whole mask) is ``areas`` within ``tol``. Values at the peak
     stay 1 and values 0 stay 0, so the region the optimisation kept stays fully kept. Each row stops once within
     ``tol`` and is not touched afterwards, so a row's result does not depend on the other rows of the batch. An
@@ -155,8 +158,8 @@ def fit_area(masks: torch.Tensor, areas: torch.Tensor, counted: tuple[slice, sli
     rows_slice, cols_slice = counted if counted is not None else (slice(None), slice(None))
     peak = masks.flatten(1).amax(dim=1).clamp(min=1e-12)
     masks = (masks / peak[:, None, None]).clamp(0, 1)
-    low = torch.full_like(areas, -1.0)
-    high = torch.ones_like(areas)
+    low = torch.full_like(areas, -1.0 + LEVEL_MARGIN)
+    high = torch.full_like(areas, 1.0 - LEVEL_MARGIN)
     level = torch.zeros_like(areas)
     pending = torch.ones_like(areas, dtype=torch.bool)
     for _ in range(max_steps):
