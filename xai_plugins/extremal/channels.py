@@ -77,11 +77,11 @@ class _ChannelMask:
 
     def masked(self, module: torch.nn.Module, value: Any) -> Any:
         self.calls += 1
-        where = "input" if self.on_input else "output"
+        where, verb = ("input", "received") if self.on_input else ("output", "returned")
         if not isinstance(value, torch.Tensor) or value.dim() < 2:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise ValueError(f"channel extremal perturbation needs a layer whose {where} has a channel dimension, "
-                             f"shape (N, K, ...); the {where} of {type(module).__name__} is {shape}. Pick a "
+                             f"shape (N, K, ...); {type(module).__name__} {verb} {shape}. Pick a "
                              "convolution or a block of the network as the layer")
         self.shape = tuple(value.shape)
         if self.mask is None:
