@@ -15,10 +15,10 @@ class RegionModel(torch.nn.Module):
     with ``contrast=True`` it is the mean squared deviation from 0.5 (removed by blurring noise).
     """
 
-    def __init__(self, box: tuple[int, int, int, int] = (12, 44, 16, 48), size: int = 64, contrast: bool = False,
-                 scale: float = 100.0) -> None:
+    def __init__(self, box: tuple[int, int, int, int] = (12, 44, 16, 48), size: int | tuple[int, int] = 64,
+                 contrast: bool = False, scale: float = 100.0) -> None:
         super().__init__()
-        region = torch.zeros(size, size)
+        region = torch.zeros(*((size, size) if isinstance(size, int) else size))
         region[box[0]:box[1], box[2]:box[3]] = 1
         self.register_buffer("region", region)
         self.contrast = contrast
@@ -47,6 +47,11 @@ class SmallNet(torch.nn.Module):
         h = torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x)))))
         out = self.fc(self.drop(h.mean(dim=(2, 3))))
         return out if offset is None else out + offset
+
+
+def off_centre_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """A box in the upper right, neither centred nor symmetric under a horizontal or vertical flip."""
+    return round(0.10 * height), round(0.52 * height), round(0.50 * width), round(0.88 * width)
 
 
 def top_iou(masks: torch.Tensor, region: torch.Tensor) -> list[float]:

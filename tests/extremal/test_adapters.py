@@ -156,3 +156,32 @@ def test_registered_attributors_accept_tuples(small_net):
     rgb, depth = xai_plugins.get("attributor", "extremal_perturbation")(
         two, (images, torch.rand(2, 1, 16, 16)), 1, max_iter=4)
     assert rgb.shape == images.shape and depth.shape == (2, 1, 16, 16)
+
+
+def test_captum_layer_extremal_perturbation_to_layer_input(small_net):
+    layer_ep = pytest.importorskip("xai_plugins_captum").LayerExtremalPerturbation
+    from xai_plugins.extremal import channel_extremal_perturbation
+
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    before = snapshot(small_net)
+    out = layer_ep(small_net, small_net.conv2).attribute(images, target=[0, 2], areas=(0.5,), max_iter=6, seed=0,
+                                                         attribute_to_layer_input=True)
+    assert out.shape == (2, 6, 16, 16)  # conv2's input has the 6 channels of bn, not conv2's 8 output channels
+    direct = channel_extremal_perturbation(small_net, images, [0, 2], small_net.conv2, areas=(0.5,), max_iter=6,
+                                           seed=0, layer_input=True)
+    assert direct.layer_shape == (2, 6, 16, 16)
+    assert torch.equal(out, direct.masks.sum(dim=1)[:, :, None, None].expand(2, 6, 16, 16))
+    # masking conv2's input is masking bn's output through relu: the same optimisation on the bn layer
+    on_bn = channel_extremal_perturbation(small_net, images, [0, 2], small_net.bn, areas=(0.5,), max_iter=6, seed=0)
+    assert torch.allclose(direct.masks, on_bn.masks, atol=1e-6)
+    assert_same(small_net, before)
+
+
+def test_registered_attributors_take_areas_like_the_adapters(small_net):
+    images = torch.rand(2, 3, 16, 16)
+    attributor = xai_plugins.get("attributor", "extremal_perturbation")
+    by_areas = attributor(small_net, images, [0, 1], areas=(0.2,), max_iter=4, seed=0)
+    by_alias = attributor(small_net, images, [0, 1], area=(0.2,), max_iter=4, seed=0)
+    assert torch.equal(by_areas, by_alias)
+    with pytest.raises(TypeError, match="pass the mask areas once, as areas="):
+        attributor(small_net, images, 0, areas=0.2, area=0.2, max_iter=2)

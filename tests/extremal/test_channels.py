@@ -41,3 +41,19 @@ def test_channel_batch_equals_single_runs():
         single = channel_extremal_perturbation(model, images[i:i + 1], [0, 1][i], model.features, areas=(0.25,),
                                                max_iter=20)
         assert torch.allclose(batch.masks[i], single.masks[0], atol=1e-5)
+
+
+def test_channel_and_input_masks_share_one_loop_and_one_reward_convention():
+    from xai_plugins.extremal import channels, optimiser, spatial
+
+    assert channels.optimise is optimiser.optimise and spatial.optimise is optimiser.optimise
+    assert channels.reward_scale_of_rows is spatial.reward_scale_of_rows is optimiser.reward_scale_of_rows
+    model = ChannelModel().eval()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    kwargs = dict(areas=(0.25,), max_iter=20, seed=0)
+    plain = channel_extremal_perturbation(model, images, [0, 1], model.features, **kwargs)
+    scaled = channel_extremal_perturbation(lambda x: 1000 * model(x), images, [0, 1], model.features, **kwargs)
+    assert torch.allclose(plain.masks, scaled.masks, atol=1e-4)  # divided by the reward span, as input masks
+    fixed = channel_extremal_perturbation(lambda x: 1000 * model(x), images, [0, 1], model.features,
+                                          reward_scale=1.0, **kwargs)
+    assert not torch.allclose(plain.masks, fixed.masks, atol=1e-2)

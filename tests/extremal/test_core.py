@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.extremal.conftest import SmallNet, assert_same, snapshot
-from xai_plugins.extremal import channel_extremal_perturbation, extremal_perturbation, spatial
-from xai_plugins.extremal.masks import SmoothMaskGenerator, match_area
+from xai_plugins.extremal import channel_extremal_perturbation, extremal_perturbation
+from xai_plugins.extremal.masks import SmoothMaskGenerator
 from xai_plugins.extremal.optimiser import area_penalty, area_reference
 from xai_plugins.extremal.perturbation import apply_pyramid, build_pyramid, gaussian_blur
 from xai_plugins.extremal.rewards import contrastive_reward, simple_reward
@@ -157,50 +157,6 @@ def test_exact_area_meets_each_requested_area(small_net, size):
     result = extremal_perturbation(small_net, images, [0, 2], areas=areas, seed=0, **FAST)
     assert torch.allclose(result.areas_achieved, result.masks.mean(dim=(2, 3, 4)), atol=1e-6)
     assert (result.areas_achieved - result.areas_achieved.new_tensor(areas)).abs().max() <= 1e-3
-
-
-@pytest.mark.parametrize("size, count_margin", [((32, 32), False), ((23, 41), False), ((32, 32), True),
-                                                ((23, 41), True)])
-def test_match_area_in_both_conventions(size, count_margin):
-    generator = SmoothMaskGenerator(size, step=4, sigma=8)
-    params = torch.rand(4, *generator.param_shape, generator=torch.Generator().manual_seed(8)) ** 3
-    areas = torch.tensor([0.05, 0.1, 0.2, 0.4])
-    masks = generator.generate(match_area(generator, params, areas, margin=8, count_margin=count_margin), 8)
-    if not count_margin:
-        masks = masks[:, 8:-8, 8:-8]
-    assert (masks.mean(dim=(1, 2)) - areas).abs().max() <= 1e-3
-
-
-def test_match_area_rows_do_not_depend_on_the_batch():
-    generator = SmoothMaskGenerator((30, 30), step=4, sigma=8)
-    params = torch.rand(3, *generator.param_shape, generator=torch.Generator().manual_seed(9))
-    areas = torch.tensor([0.05, 0.2, 0.3])
-    batch = match_area(generator, params, areas, margin=8)
-    for i in range(3):
-        assert torch.allclose(batch[i], match_area(generator, params[i:i + 1], areas[i:i + 1], margin=8)[0],
-                              atol=1e-6)
-
-
-def test_exact_area_off_keeps_the_optimised_masks(small_net, monkeypatch):
-    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(10))
-    kwargs = dict(areas=(0.1, 0.3), seed=0, **FAST)
-    exact = extremal_perturbation(small_net, images, [0, 1], **kwargs)
-    seen = []
-
-    def identity(generator, params, *args, **kw):
-        seen.append((generator, params.clone(), args, kw))
-        return params
-
-    monkeypatch.setattr(spatial, "match_area", identity)
-    unshifted = extremal_perturbation(small_net, images, [0, 1], **kwargs)
-    plain = extremal_perturbation(small_net, images, [0, 1], exact_area=False, **kwargs)
-    assert len(seen) == 1
-    assert torch.equal(plain.masks, unshifted.masks) and torch.equal(plain.rewards, unshifted.rewards)
-    assert torch.equal(plain.iterations, exact.iterations)
-    generator, params, args, kw = seen[0]
-    shifted = generator.generate(match_area(generator, params, *args, **kw))
-    assert torch.allclose(exact.masks.reshape(shifted.shape), shifted, atol=1e-6)
-    assert (plain.areas_achieved - plain.areas_achieved.new_tensor([0.1, 0.3])).abs().max() > 1e-3
 
 
 def test_masks_do_not_depend_on_the_scale_of_the_scores(small_net):

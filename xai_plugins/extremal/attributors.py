@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from xai_plugins.extremal.calls import extra_args
 from xai_plugins.extremal.channels import channel_extremal_perturbation, last_conv
 from xai_plugins.extremal.checks import check_images
 from xai_plugins.extremal.spatial import extremal_perturbation
@@ -25,13 +26,24 @@ def _tensors(inputs: Inputs, name: str) -> tuple[tuple[torch.Tensor, ...], bool]
     return (inputs,), False
 
 
+def _areas(areas: float | Sequence[float] | None, area: float | Sequence[float] | None) -> float | Sequence[float]:
+    """``areas`` is the documented keyword (as in the Captum and Zennit classes); ``area`` is accepted too."""
+    if areas is not None and area is not None:
+        raise TypeError("pass the mask areas once, as areas=...; area= is an alias of it")
+    if areas is None and area is None:
+        return 0.1
+    return areas if areas is not None else area  # type: ignore[return-value]
+
+
 def extremal_attribution(model: torch.nn.Module, inputs: Inputs, target: int | Sequence[int] | torch.Tensor,
-                         area: float | Sequence[float] = 0.1, **kwargs: Any) -> Inputs:
+                         areas: float | Sequence[float] | None = None, *, area: float | Sequence[float] | None = None,
+                         **kwargs: Any) -> Inputs:
     """Extremal perturbation masks expanded over the input channels: (N, C, H, W) like ``inputs``.
 
     With several areas the masks are summed (regions kept at small areas count most). A tuple of images with
     the same N, H and W is explained with one mask shared by all of them (``model(*inputs)``) and gives a tuple
-    back. Keywords are those of :func:`xai_plugins.extremal.extremal_perturbation`.
+    back. ``areas`` (default 0.1; ``area`` is an alias) and the other keywords are those of
+    :func:`xai_plugins.extremal.extremal_perturbation`.
     """
     tensors, is_tuple = _tensors(inputs, "extremal_attribution")
     for t in tensors:
@@ -46,7 +58,8 @@ def extremal_attribution(model: torch.nn.Module, inputs: Inputs, target: int | S
 
     joined = torch.cat([t.detach() for t in tensors], dim=1)
     with explaining(model):
-        result = extremal_perturbation(joined_model if is_tuple else model, joined, target, areas=area, **kwargs)
+        result = extremal_perturbation(joined_model if is_tuple else model, joined, target, areas=_areas(areas, area),
+                                       **kwargs)
     saliency = result.saliency()
     if saliency.shape[-2:] != joined.shape[-2:]:
         saliency = F.interpolate(saliency, size=joined.shape[-2:], mode="bilinear", align_corners=False)
@@ -56,12 +69,14 @@ def extremal_attribution(model: torch.nn.Module, inputs: Inputs, target: int | S
 
 def channel_extremal_attribution(model: torch.nn.Module, inputs: Inputs,
                                  target: int | Sequence[int] | torch.Tensor, layer: torch.nn.Module | None = None,
-                                 area: float | Sequence[float] = 0.1, **kwargs: Any) -> Inputs:
+                                 areas: float | Sequence[float] | None = None, *,
+                                 area: float | Sequence[float] | None = None, **kwargs: Any) -> Inputs:
     """Where the channels kept by a channel extremal perturbation fire, as an input-shaped (N, C, H, W) map.
 
     The channel masks of ``layer`` (default: the last ``nn.Conv2d``; summed over areas) weight the absolute
     activations of that layer on the unperturbed input; the sum over channels is upsampled to the input size,
-    scaled to a maximum of 1 per sample and expanded over the input channels. The channel masks themselves
+    scaled to a maximum of 1 per sample and expanded over the input channels. ``areas`` (default 0.1; ``area``
+    is an alias) are fractions of the layer's channels. The channel masks themselves
     come from :func:`xai_plugins.extremal.channel_extremal_perturbation`. A 1-tuple of inputs gives a 1-tuple.
     """
     tensors, is_tuple = _tensors(inputs, "channel_extremal_attribution")
@@ -71,13 +86,13 @@ def channel_extremal_attribution(model: torch.nn.Module, inputs: Inputs,
     inputs = check_images(tensors[0], "channel_extremal_attribution")
     if layer is None:
         layer = last_conv(model)
-    result = channel_extremal_perturbation(model, inputs, target, layer, areas=area, **kwargs)
+    result = channel_extremal_perturbation(model, inputs, target, layer, areas=_areas(areas, area), **kwargs)
     weights = result.masks.sum(dim=1)
     captured: list[torch.Tensor] = []
     with explaining(model, "channel extremal perturbation"), torch.no_grad():
         handle = layer.register_forward_hook(lambda module, args, output: captured.append(output.detach()))
         try:
-            model(inputs, *_extra(kwargs))
+            model(inputs, *extra_args(kwargs.get("additional_forward_args")))
         finally:
             handle.remove()
     activation = captured[0]
@@ -91,9 +106,3 @@ def channel_extremal_attribution(model: torch.nn.Module, inputs: Inputs,
     out = footprint.expand_as(inputs).to(inputs.dtype).contiguous()
     return (out,) if is_tuple else out
 
-
-def _extra(kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    extra = kwargs.get("additional_forward_args")
-    if extra is None:
-        return ()
-    return extra if isinstance(extra, tuple) else (extra,)

@@ -2,8 +2,11 @@
 the channels of one layer that keeps a given fraction of them and maximises the reward.
 
 The mask ``m`` in [0, 1]^K scales the layer's channels (``preserve`` keeps ``m * a``, ``delete`` keeps
-``(1 - m) * a``, ``dual`` rewards the difference); the area constraint is the same ranking penalty as for input
-masks, over the K channels. The mask enters through a forward hook that is removed on exit, also on error.
+``(1 - m) * a``, ``dual`` rewards the difference). The parameters are the mask itself; the loop, the area
+constraint (the ranking penalty over the K channels), the reward convention (divided by the reward span, here
+the reward with every channel kept minus with none) and the stopping rule are those of the input masks
+(:mod:`xai_plugins.extremal.optimiser`). The mask enters through a forward hook that is removed on exit, also on
+error.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from typing import Any
 
 import torch
 
+from xai_plugins.extremal.calls import RowForward, forward_with_rows, seeded
 from xai_plugins.extremal.checks import check_areas, check_outputs, check_targets, check_variant
-from xai_plugins.extremal.optimiser import MaskAdam, Schedule, area_penalty, area_reference
-from xai_plugins.extremal.progress import progress_bar
+from xai_plugins.extremal.optimiser import (
+    Masks,
+    Objective,
+    Schedule,
+    area_reference,
+    final_rewards,
+    optimise,
+    reward_scale_of_rows,
+)
 from xai_plugins.extremal.rewards import Reward, resolve_reward
-from xai_plugins.extremal.spatial import _forward_with_rows, _seeded, _variant_reward
 from xai_plugins.model_state import explaining
 
 
@@ -34,7 +44,7 @@ class ChannelExtremalResult:
         iterations: (N,) iterations each sample ran.
         areas: the requested areas.
         converged: (N,) whether the sample stopped early.
-        layer_shape: shape of the layer output on the unperturbed batch, (N, K, ...).
+        layer_shape: shape of the masked layer output (or input) on the unperturbed batch, (N, K, ...).
     """
 
     masks: torch.Tensor
@@ -56,36 +66,85 @@ def last_conv(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class _ChannelMask:
-    """Forward hook state: multiplies the layer output by the current per-row channel mask."""
+    """Hook state: multiplies the layer's output (or, with ``on_input``, its first input) by the current per-row
+    channel mask."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_input: bool = False) -> None:
+        self.on_input = on_input
         self.mask: torch.Tensor | None = None
         self.calls = 0
         self.shape: tuple[int, ...] | None = None
 
-    def __call__(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
+    def masked(self, module: torch.nn.Module, value: Any) -> Any:
         self.calls += 1
-        if not isinstance(output, torch.Tensor) or output.dim() < 2:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(f"channel extremal perturbation needs a layer whose output has a channel dimension, "
-                             f"shape (N, K, ...); {type(module).__name__} returned {shape}. Pick a convolution or "
-                             "a block of the network as the layer")
-        self.shape = tuple(output.shape)
+        where, verb = ("input", "received") if self.on_input else ("output", "returned")
+        if not isinstance(value, torch.Tensor) or value.dim() < 2:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"channel extremal perturbation needs a layer whose {where} has a channel dimension, "
+                             f"shape (N, K, ...); {type(module).__name__} {verb} {shape}. Pick a "
+                             "convolution or a block of the network as the layer")
+        self.shape = tuple(value.shape)
         if self.mask is None:
-            return output
-        if self.mask.shape[0] != output.shape[0] or self.mask.shape[1] != output.shape[1]:
-            raise ValueError(f"the layer output has shape {tuple(output.shape)} but the channel mask is "
+            return value
+        if self.mask.shape[0] != value.shape[0] or self.mask.shape[1] != value.shape[1]:
+            raise ValueError(f"the layer {where} has shape {tuple(value.shape)} but the channel mask is "
                              f"{tuple(self.mask.shape)}; the layer must be called once per forward pass")
-        return output * self.mask.reshape(*self.mask.shape, *([1] * (output.dim() - 2)))
+        return value * self.mask.reshape(*self.mask.shape, *([1] * (value.dim() - 2)))
+
+    def output_hook(self, module: torch.nn.Module, args: Any, output: Any) -> Any:
+        return self.masked(module, output)
+
+    def input_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not args:
+            raise ValueError(f"channel extremal perturbation of a layer input needs a layer called with a "
+                             f"positional input; {type(module).__name__} got none")
+        return (self.masked(module, args[0]), *args[1:])
 
 
 @contextlib.contextmanager
 def _hooked(layer: torch.nn.Module, state: _ChannelMask) -> Iterator[_ChannelMask]:
-    handle = layer.register_forward_hook(state)
+    if state.on_input:
+        handle = layer.register_forward_pre_hook(state.input_hook)
+    else:
+        handle = layer.register_forward_hook(state.output_hook)
     try:
         yield state
     finally:
         handle.remove()
+
+
+class ChannelMasks:
+    """The channel parameterisation: the parameters (B, K) are the masks, applied by a hook on the layer."""
+
+    def __init__(self, inputs: torch.Tensor, forward: RowForward, state: _ChannelMask) -> None:
+        self.inputs = inputs
+        self.forward = forward
+        self.state = state
+        self.channels = 0
+
+    def masks(self, params: torch.Tensor) -> Masks:
+        return Masks(model=params, penalised=params, area=params.mean(dim=1))
+
+    def outputs(self, samples: torch.Tensor, masks: torch.Tensor, t: int | None) -> torch.Tensor:
+        self.state.mask = masks
+        try:
+            return self.forward(self.inputs[samples], samples)
+        finally:
+            self.state.mask = None
+
+    def everything(self, rows: int, value: float) -> torch.Tensor:
+        return torch.full((rows, self.channels), value, device=self.inputs.device, dtype=self.inputs.dtype)
+
+    def probe(self, targets: torch.Tensor, layer: torch.nn.Module) -> tuple[int, ...]:
+        """Run the unperturbed batch once: check the outputs and return the layer's output shape."""
+        with torch.no_grad():
+            outputs = self.forward(self.inputs, torch.arange(self.inputs.shape[0], device=self.inputs.device))
+        if self.state.calls == 0 or self.state.shape is None:
+            raise ValueError(f"the layer {type(layer).__name__} was not called during the forward pass; pass a "
+                             "submodule of the model that computes the output")
+        check_outputs(outputs, targets)
+        self.channels = self.state.shape[1]
+        return self.state.shape
 
 
 def channel_extremal_perturbation(
@@ -101,12 +160,14 @@ def channel_extremal_perturbation(
     max_iter: int = 80,
     learning_rate: float = 0.08,
     final_learning_rate: float = 0.005,
-    regul_weight: float = 1.0,
-    final_regul_weight: float = 3e4,
+    regul_weight: float = 0.05,
+    final_regul_weight: float = 1500.0,
+    reward_scale: float | None = None,
     tol: float = 2e-3,
     patience: int = 10,
     min_iter: int = 0,
     area_tol: float = 0.01,
+    layer_input: bool = False,
     additional_forward_args: Sequence[Any] | Any = None,
     seed: int | None = None,
     progress: bool = False,
@@ -114,11 +175,13 @@ def channel_extremal_perturbation(
     """Per-instance channel masks of ``layer`` for a batch of inputs, one optimisation for all inputs and areas.
 
     ``inputs`` is any tensor with the batch first; ``layer`` a submodule of ``model`` whose output is
-    (N, K, ...) (default: the last ``nn.Conv2d``). The other arguments are those of
-    :func:`xai_plugins.extremal.extremal_perturbation`; areas are fractions of the K channels. Two defaults
-    differ from the input masks: the channel parameters start at 0.5 (a channel mask at 1 cannot grow, so the
-    reward could not order the channels) and the area weight starts at 1 (each parameter is one entry of the
-    ranking, so a large start weight would fix the order of the channels before the reward is seen).
+    (N, K, ...) (default: the last ``nn.Conv2d``); with ``layer_input`` the mask scales the layer's first
+    input instead of its output (Captum's ``attribute_to_layer_input``). The other arguments are those of
+    :func:`xai_plugins.extremal.extremal_perturbation` (the same loop, reward span and units of the area
+    weights); areas are fractions of the K channels. Two defaults differ from the input masks: the parameters
+    start at 0.5 (a channel mask at 1 cannot grow, so the reward could not order the channels) and the area
+    weight starts at 0.05 (each parameter is one entry of the ranking, so a large start weight would fix the
+    order of the channels before the reward is seen).
     """
     areas = check_areas(areas)
     variant = check_variant(variant)
@@ -135,70 +198,19 @@ def channel_extremal_perturbation(
     schedule = Schedule(max_iter=max_iter, learning_rate=learning_rate, final_learning_rate=final_learning_rate,
                         regul_weight=regul_weight, final_regul_weight=final_regul_weight, tol=tol,
                         patience=patience, min_iter=min_iter, area_tol=area_tol)
-    forward = _forward_with_rows(model, additional_forward_args, batch)
+    state = _ChannelMask(on_input=layer_input)
+    problem = ChannelMasks(inputs.detach(), forward_with_rows(model, additional_forward_args, batch), state)
+    with explaining(model, "channel extremal perturbation"), _hooked(layer, state), seeded(seed, inputs.device):
+        layer_shape = problem.probe(targets, layer)
+        _check_channel_areas(areas, problem.channels)
+        objective = _objective(problem, reward_fn, variant, targets, areas, reward_scale)
+        params = torch.full((len(objective.sample_of_row), problem.channels), float(init), device=inputs.device,
+                            dtype=inputs.dtype)
+        optimiser = optimise(problem, objective, schedule, params, progress)
+        rewards = final_rewards(problem, objective, params)
     num_areas = len(areas)
-    sample_of_row = torch.arange(batch, device=inputs.device).repeat_interleave(num_areas)
-    inputs = inputs.detach()
-    state = _ChannelMask()
-
-    def run(rows: torch.Tensor, masks: torch.Tensor, flip: bool = False) -> torch.Tensor:
-        samples = sample_of_row[rows]
-        x = inputs[samples]
-        if variant == "preserve":
-            state.mask = masks
-        elif variant == "delete":
-            state.mask = 1 - masks
-        else:
-            x = torch.cat((x, x))
-            samples = torch.cat((samples, samples))
-            state.mask = torch.cat((masks, 1 - masks))
-        return forward(x, samples)
-
-    with explaining(model, "channel extremal perturbation"), _hooked(layer, state), _seeded(seed, inputs.device), \
-            torch.enable_grad():
-        with torch.no_grad():
-            outputs = forward(inputs, torch.arange(batch, device=inputs.device))
-        if state.calls == 0 or state.shape is None:
-            raise ValueError(f"the layer {type(layer).__name__} was not called during the forward pass; pass a "
-                             "submodule of the model that computes the output")
-        check_outputs(outputs, targets)
-        layer_shape = state.shape
-        channels = layer_shape[1]
-        for area in areas:
-            if round(area * channels) < 1:
-                raise ValueError(f"area {area} keeps no channel of a layer with {channels} channels; use an area "
-                                 f"of at least {0.5 / channels:.3g}")
-        reference = area_reference(areas, channels, channels, inputs.device, inputs.dtype).repeat(batch, 1)
-        area_of_row = torch.tensor(areas, device=inputs.device, dtype=inputs.dtype).repeat(batch)
-        params = torch.full((batch * num_areas, channels), float(init), device=inputs.device, dtype=inputs.dtype)
-        optimiser = MaskAdam(params, batch, schedule)
-        last = params.clone()
-        with progress_bar(schedule.max_iter, progress, "channel extremal perturbation") as bar:
-            while not optimiser.done:
-                rows = optimiser.active_rows()
-                masks = params[rows].requires_grad_(True)
-                gains = _variant_reward(reward_fn, run(rows, masks), targets[sample_of_row[rows]], variant)
-                if not torch.isfinite(gains).all():
-                    raise FloatingPointError(
-                        f"channel extremal perturbation: the reward became non-finite at iteration {optimiser.t}; "
-                        "the model produces NaN or inf when channels are masked")
-                energy = gains - schedule.regul_at(optimiser.t) * area_penalty(masks, reference[rows])
-                (grad,) = torch.autograd.grad(energy.sum(), masks)
-                masks = masks.detach()
-                settled = None
-                if optimiser.t:
-                    change = (masks - last[rows]).abs().amax(dim=1)
-                    settled = (change < tol) & ((masks.mean(dim=1) - area_of_row[rows]).abs() < area_tol)
-                last[rows] = masks
-                optimiser.step(rows, grad, settled)
-                bar.update(1)
-                bar.set_postfix(active=int(optimiser.active.sum()))
-        with torch.no_grad():
-            all_rows = torch.arange(batch * num_areas, device=inputs.device)
-            rewards = _variant_reward(reward_fn, run(all_rows, params), targets[sample_of_row], variant)
-
     return ChannelExtremalResult(
-        masks=params.reshape(batch, num_areas, channels).clone(),
+        masks=params.reshape(batch, num_areas, problem.channels).clone(),
         rewards=rewards.reshape(batch, num_areas),
         areas_achieved=params.mean(dim=1).reshape(batch, num_areas),
         iterations=optimiser.iterations.clone(),
@@ -206,3 +218,24 @@ def channel_extremal_perturbation(
         converged=~optimiser.active,
         layer_shape=layer_shape,
     )
+
+
+def _check_channel_areas(areas: tuple[float, ...], channels: int) -> None:
+    for area in areas:
+        if round(area * channels) < 1:
+            raise ValueError(f"area {area} keeps no channel of a layer with {channels} channels; use an area "
+                             f"of at least {0.5 / channels:.3g}")
+
+
+def _objective(problem: ChannelMasks, reward_fn: Reward, variant: str, targets: torch.Tensor,
+               areas: tuple[float, ...], reward_scale: float | None) -> Objective:
+    """Rows are (sample, area) pairs, sample-major; areas are fractions of the K channels."""
+    device, dtype = targets.device, problem.inputs.dtype
+    batch = targets.shape[0]
+    sample_of_row = torch.arange(batch, device=device).repeat_interleave(len(areas))
+    reference = area_reference(areas, problem.channels, problem.channels, device, dtype)
+    return Objective(reward_fn=reward_fn, variant=variant, targets=targets, sample_of_row=sample_of_row,
+                     area_of_row=torch.tensor(areas, device=device, dtype=dtype).repeat(batch),
+                     reference=reference.repeat(batch, 1),
+                     scale=reward_scale_of_rows(problem, reward_fn, targets, sample_of_row, reward_scale),
+                     name="channel extremal perturbation")

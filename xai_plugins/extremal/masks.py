@@ -120,46 +120,59 @@ class SmoothMaskGenerator:
         return mask.clamp(0, 1) if self.clamp else mask
 
 
-def match_area(generator: SmoothMaskGenerator, params: torch.Tensor, areas: torch.Tensor, margin: int = 0,
-               count_margin: bool = False, tol: float = 1e-5, max_steps: int = 40) -> torch.Tensor:
-    """Parameters ``clamp(params + c, 0, 1)`` whose masks have mean exactly ``areas`` (one offset ``c`` per row).
+LEVEL_MARGIN = 1e-6  # levels stay this far inside (-1, 1), so the peak maps to exactly 1 in float32
+
+
+def trim(masks: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """The masks (B, ...) with peak 1 mapped through the monotone family of ``level`` (B,) in [-1, 1]:
+    ``clamp((m - u) / (1 - u), 0, 1)`` for ``u = level >= 0`` (the edge is trimmed, values 1 stay 1) and
+    ``clamp(m / (1 + u), 0, 1)`` for ``u < 0`` (the edge grows, values 0 stay 0); ``level = 0`` is the identity.
+    Every value is non-increasing in ``level``."""
+    u = level.reshape(-1, *([1] * (masks.dim() - 1)))
+    shrink = (masks - u.clamp(min=0)) / (1 - u.clamp(min=0)).clamp(min=1e-12)
+    grow = masks / (1 + u.clamp(max=0)).clamp(min=1e-12)
+    return torch.where(u >= 0, shrink, grow).clamp(0, 1)
+
+
+def fit_area(masks: torch.Tensor, areas: torch.Tensor, counted: tuple[slice, slice] | None = None,
+             tol: float = 1e-5, max_steps: int = 60) -> torch.Tensor:
+    """Masks of exactly the requested areas that keep their peak at 1: the edge is trimmed (or grown), the
+    kept region is not dimmed.
 
     The paper defines the extremal mask of area ``a`` under the hard constraint ``area(m) = a``; the ranking
-    penalty only approaches it, leaving a residual of about 1% of the image. The mask's mean grows with a common
-    offset of its parameters, from 0 (all parameters 0) to about 1 (all 1), so a bisection on ``c`` in [-1, 1]
-    finds it; only the generator runs. The mean is taken over the image, or over the image and its ``margin``
-    with ``count_margin`` (the reference's convention). Each row stops once within ``tol`` of its area and is
-    not touched afterwards, so a row's result does not depend on the other rows of the batch.
+    penalty only approaches it. Each mask (B, H', W') is divided by its peak and mapped through :func:`trim`,
+    with the level found by bisection on (-1, 1) so that its mean over ``counted`` (rows and columns of the
+    region the areas are fractions of; default the whole mask) is ``areas`` within ``tol``. Values at the peak
+    stay 1 and values 0 stay 0, so the region the optimisation kept stays fully kept. Each row stops once within
+    ``tol`` and is not touched afterwards, so a row's result does not depend on the other rows of the batch. An
+    area that no level reaches (a plateau at the peak larger than the area, or a support smaller than it) ends
+    at the nearest level the bisection finds.
 
     Args:
-        generator: the mask generator of the optimisation.
-        params: (B, h, w) parameters in [0, 1].
-        areas: (B,) requested mean of each mask.
-        margin: pixels generated around the image; counted in the mean only with ``count_margin``.
-        count_margin: take the mean over the image plus margin instead of the image alone.
+        masks: (B, H', W') masks in [0, 1].
+        areas: (B,) requested mean of each mask over ``counted``.
+        counted: the (rows, columns) slices of the masks the mean is taken over.
         tol: accepted absolute difference between the mean and the area.
-        max_steps: bisection steps at most (each halves the interval of ``c``, starting at width 2).
+        max_steps: bisection steps at most (each halves the interval of the level, starting at width 2).
     """
-    height, width = generator.shape
-    low = torch.full_like(areas, -1.0)
-    high = torch.ones_like(areas)
-    offset = torch.zeros_like(areas)
+    rows_slice, cols_slice = counted if counted is not None else (slice(None), slice(None))
+    peak = masks.flatten(1).amax(dim=1).clamp(min=1e-12)
+    masks = (masks / peak[:, None, None]).clamp(0, 1)
+    low = torch.full_like(areas, -1.0 + LEVEL_MARGIN)
+    high = torch.full_like(areas, 1.0 - LEVEL_MARGIN)
+    level = torch.zeros_like(areas)
     pending = torch.ones_like(areas, dtype=torch.bool)
-    with torch.no_grad():
-        for _ in range(max_steps):
-            rows = pending.nonzero().flatten()
-            if rows.numel() == 0:
-                break
-            shifted = (params[rows] + offset[rows, None, None]).clamp(0, 1)
-            masks = generator.generate(shifted, margin)
-            if not count_margin:
-                masks = masks[:, margin: margin + height, margin: margin + width]
-            error = masks.flatten(1).mean(dim=1) - areas[rows]
-            met = error.abs() <= tol
-            pending[rows[met]] = False
-            move = rows[~met]
-            above = error[~met] > 0
-            high[move[above]] = offset[move[above]]
-            low[move[~above]] = offset[move[~above]]
-            offset[move] = (low[move] + high[move]) / 2
-    return (params + offset[:, None, None]).clamp(0, 1)
+    for _ in range(max_steps):
+        rows = pending.nonzero().flatten()
+        if rows.numel() == 0:
+            break
+        fitted = trim(masks[rows], level[rows])[:, rows_slice, cols_slice]
+        error = fitted.flatten(1).mean(dim=1) - areas[rows]
+        met = error.abs() <= tol
+        pending[rows[met]] = False
+        move = rows[~met]
+        above = error[~met] > 0
+        low[move[above]] = level[move[above]]
+        high[move[~above]] = level[move[~above]]
+        level[move] = (low[move] + high[move]) / 2
+    return trim(masks, level)

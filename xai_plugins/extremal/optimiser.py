@@ -1,33 +1,37 @@
-"""The optimisation shared by the spatial and the channel variants: the area constraint by ranking, the
-growing regulariser weight, the optimiser of the mask parameters and per-sample early stopping.
+"""The one optimisation loop of extremal perturbations, shared by input masks and channel masks.
 
-Area constraint (paper, Sec. 3.2): with ``r_a`` the sorted vector whose last ``round(a n)`` entries are 1 and
-the others 0, the penalty is ``mean((sort(m) - r_a)**2)`` over the mask values ``m``; it is zero exactly for a
-binary mask of area ``a``. Its weight grows geometrically during the run, so the constraint is soft early
-(exploration) and hard at the end. The reference grows 300 by 1.0035 per iteration over 800 iterations (to
-about 4,900); here the weight goes from ``regul_weight`` to ``final_regul_weight`` over ``max_iter`` iterations
-(100 to 3e4 for a reward spanning 20 logits; the input variant divides its reward by its span and uses 5 to 1500).
-Starting at the reference's 300 with a 10x smaller budget fixed masks in poorer optima on some images (up to 27%
-below the reference's reward); 100 keeps the exploration phase the reference gets from its slow growth.
+A :class:`MaskProblem` says how parameters become masks and how the model sees a mask; everything else is here
+and therefore identical for both variants:
 
-The reference takes momentum SGD steps of size ``0.01 * gradient``, which is why it needs 800 iterations. Here
-each mask takes Adam-like steps whose second moment is the mean squared gradient over the whole mask (one
-scalar per mask, not per parameter): the step size no longer depends on the scale of the model's scores, while
-the relative magnitudes inside a mask, which decide where the mask grows, are kept (per-parameter Adam
-equalises them and lets the area penalty fix the mask before the reward has ordered the pixels). The learning
-rate warms up linearly and then decays on a cosine. A sample stops early once all its masks have changed by
-less than ``tol`` for ``patience`` iterations and are within ``area_tol`` of their areas; its rows then leave
-the batch, so the model runs on fewer images.
+- **Reward convention.** The reward of a row is divided by its sample's *reward span* ``|R(x) - R(x')|``, the
+  reward with nothing perturbed minus the reward with everything perturbed (1 where they are equal), unless a
+  fixed ``reward_scale`` is given. The area weights are therefore in units of the span: the masks do not change
+  when the model's scores are multiplied by a constant, and ``regul_weight`` means the same in both variants.
+- **Area constraint** (paper, Sec. 3.2): with ``r_a`` the sorted vector whose last ``round(a n)`` entries are 1
+  and the others 0, the penalty is ``mean((sort(m) - r_a)**2)`` over the mask values ``m``; it is zero exactly
+  for a binary mask of area ``a``. Its weight grows geometrically from ``regul_weight`` to
+  ``final_regul_weight`` over ``max_iter`` iterations: soft early (exploration), hard at the end.
+- **Steps.** Each mask row takes Adam-like steps whose second moment is the mean squared gradient over the whole
+  row (one scalar per mask, not per parameter): the step size does not depend on the scale of the gradient,
+  while the relative magnitudes inside a mask, which decide where it grows, are kept (per-parameter Adam
+  equalises them and lets the area penalty fix the mask before the reward has ordered the pixels). The
+  learning rate warms up linearly, then decays on a cosine. Parameters stay in [0, 1].
+- **Stopping.** A sample stops once all its masks changed by less than ``tol`` for ``patience`` iterations and
+  are within ``area_tol`` of their areas; its rows leave the batch. Every quantity is per row or per sample
+  and the iteration index is global, so a sample's result does not depend on the other samples of its batch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import torch
 
-DEFAULT_START_WEIGHT = 100.0
+from xai_plugins.extremal.progress import progress_bar
+from xai_plugins.extremal.rewards import Reward
 
 
 def area_reference(areas: tuple[float, ...], size: int, image_size: int, device: torch.device,
@@ -52,13 +56,13 @@ def area_penalty(masks: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Schedule:
-    """Iteration budget, step sizes and stopping rule of the mask optimisation."""
+    """Iteration budget, step sizes, area weights and stopping rule of the mask optimisation."""
 
     max_iter: int = 80
     learning_rate: float = 0.08
     final_learning_rate: float = 0.005
-    regul_weight: float = DEFAULT_START_WEIGHT
-    final_regul_weight: float = 3e4
+    regul_weight: float = 5.0
+    final_regul_weight: float = 1500.0
     beta1: float = 0.9
     beta2: float = 0.99
     tol: float = 2e-3
@@ -84,7 +88,7 @@ class Schedule:
         return self.regul_weight * (self.final_regul_weight / self.regul_weight) ** frac
 
     def lr_at(self, t: int) -> float:
-        """Learning rate at iteration ``t``: cosine from ``learning_rate`` to ``final_learning_rate``."""
+        """Learning rate at iteration ``t``: linear warm-up, then cosine to ``final_learning_rate``."""
         frac = t / max(self.max_iter - 1, 1)
         if frac < self.warmup:
             return self.learning_rate * (t + 1) / (self.warmup * self.max_iter + 1)
@@ -143,3 +147,146 @@ class MaskAdam:
     def done(self) -> bool:
         """True when every sample has converged or the budget is spent."""
         return self.t >= self.schedule.max_iter or not bool(self.active.any())
+
+
+class Masks(NamedTuple):
+    """What one parameterisation makes of its parameters.
+
+    ``model``: the masks the model sees (1 = kept by ``preserve``), one row per parameter row; ``penalised``:
+    the values the area penalty ranks, (B, n); ``area``: (B,) the area each row achieves, in the convention of
+    the requested areas."""
+
+    model: torch.Tensor
+    penalised: torch.Tensor
+    area: torch.Tensor
+
+
+class MaskProblem(Protocol):
+    """A mask parameterisation: pixels of an image, or channels of a layer."""
+
+    def masks(self, params: torch.Tensor) -> Masks:
+        """Masks of parameter rows (B, ...), differentiable in ``params``."""
+
+    def outputs(self, samples: torch.Tensor, masks: torch.Tensor, t: int | None) -> torch.Tensor:
+        """Model outputs for the rows ``samples`` with ``masks`` (model masks, 1 = kept); ``t`` is the
+        iteration (``None`` outside the optimisation, e.g. for the final rewards)."""
+
+    def everything(self, rows: int, value: float) -> torch.Tensor:
+        """``rows`` model masks that keep everything (``value=1``) or nothing (``value=0``)."""
+
+
+def variant_outputs(problem: MaskProblem, samples: torch.Tensor, masks: torch.Tensor, variant: str,
+                    t: int | None) -> torch.Tensor:
+    """Outputs of one model pass for a variant; for ``dual`` the preserved rows come first, then the deleted."""
+    if variant == "preserve":
+        return problem.outputs(samples, masks, t)
+    if variant == "delete":
+        return problem.outputs(samples, 1 - masks, t)
+    return problem.outputs(torch.cat((samples, samples)), torch.cat((masks, 1 - masks)), t)
+
+
+def variant_reward(reward_fn: Reward, outputs: torch.Tensor, targets: torch.Tensor, variant: str) -> torch.Tensor:
+    """Per-row reward of the variant from the outputs of :func:`variant_outputs`."""
+    if variant == "preserve":
+        return reward_fn(outputs, targets)
+    if variant == "delete":
+        return -reward_fn(outputs, targets)
+    rows = targets.shape[0]
+    return reward_fn(outputs[:rows], targets) - reward_fn(outputs[rows:], targets)
+
+
+def reward_span(problem: MaskProblem, reward_fn: Reward, targets: torch.Tensor) -> torch.Tensor:
+    """Per sample ``|R(x) - R(x')|``: the reward with everything kept minus with everything perturbed, 1 where
+    they are equal (the unit the area weights are expressed in)."""
+    samples = torch.arange(targets.shape[0], device=targets.device)
+    with torch.no_grad():
+        kept = reward_fn(problem.outputs(samples, problem.everything(len(samples), 1.0), None), targets)
+        gone = reward_fn(problem.outputs(samples, problem.everything(len(samples), 0.0), None), targets)
+    spread = (kept - gone).abs()
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
+def reward_scale_of_rows(problem: MaskProblem, reward_fn: Reward, targets: torch.Tensor,
+                         sample_of_row: torch.Tensor, reward_scale: float | None) -> torch.Tensor:
+    """The divisor of each row's reward: the sample's reward span, or the fixed ``reward_scale``."""
+    if reward_scale is None:
+        return reward_span(problem, reward_fn, targets)[sample_of_row]
+    if not reward_scale > 0:
+        raise ValueError(f"reward_scale must be a positive number or None; got {reward_scale!r}")
+    return torch.full(sample_of_row.shape, float(reward_scale), device=targets.device)
+
+
+@dataclass
+class Objective:
+    """Everything the loop needs besides the parameterisation: per-row targets, areas, reward divisors."""
+
+    reward_fn: Reward
+    variant: str
+    targets: torch.Tensor  # (N,)
+    sample_of_row: torch.Tensor  # (B,)
+    area_of_row: torch.Tensor  # (B,)
+    reference: torch.Tensor  # (B, n) sorted area targets
+    scale: torch.Tensor  # (B,) reward divisors
+    name: str = "extremal perturbation"
+
+
+def _energy(problem: MaskProblem, objective: Objective, schedule: Schedule, rows: torch.Tensor,
+            theta: torch.Tensor, t: int) -> tuple[torch.Tensor, Masks]:
+    """Per-row energy ``reward / scale - weight(t) * area_penalty`` and the masks it was computed on."""
+    masks = problem.masks(theta)
+    samples = objective.sample_of_row[rows]
+    outputs = variant_outputs(problem, samples, masks.model, objective.variant, t)
+    gains = variant_reward(objective.reward_fn, outputs, objective.targets[samples], objective.variant)
+    if not torch.isfinite(gains).all():
+        raise FloatingPointError(f"{objective.name}: the reward became non-finite at iteration {t}; the model "
+                                 "produces NaN or inf on perturbed inputs. Check the model, or use a milder "
+                                 "perturbation (e.g. perturbation='fade')")
+    penalty = area_penalty(masks.penalised, objective.reference[rows])
+    return gains / objective.scale[rows] - schedule.regul_at(t) * penalty, masks
+
+
+def _settled(masks: Masks, last: torch.Tensor, objective: Objective, schedule: Schedule,
+             rows: torch.Tensor) -> torch.Tensor:
+    """Per row: the mask changed by less than ``tol`` since the last iteration and meets its area."""
+    change = (masks.model.detach() - last[rows]).abs().flatten(1).amax(dim=1)
+    area_error = (masks.area.detach() - objective.area_of_row[rows]).abs()
+    return (change < schedule.tol) & (area_error < schedule.area_tol)
+
+
+def optimise(problem: MaskProblem, objective: Objective, schedule: Schedule, params: torch.Tensor,
+             progress: bool = False,
+             on_step: Callable[[int, torch.Tensor], None] | None = None) -> MaskAdam:
+    """Ascend the energy of every row of ``params`` (updated in place) until each sample has converged or the
+    budget is spent; returns the optimiser (iterations, convergence). ``on_step(t, rows)`` is called after each
+    step (used by tests and benchmarks to observe the run)."""
+    samples = objective.targets.shape[0]
+    optimiser = MaskAdam(params, samples, schedule)
+    last: torch.Tensor | None = None
+    with progress_bar(schedule.max_iter, progress, objective.name) as bar, torch.enable_grad():
+        while not optimiser.done:
+            rows = optimiser.active_rows()
+            theta = params[rows].requires_grad_(True)
+            energy, masks = _energy(problem, objective, schedule, rows, theta, optimiser.t)
+            (grad,) = torch.autograd.grad(energy.sum(), theta)
+            model_masks = masks.model.detach()
+            if last is None:
+                last = torch.zeros(params.shape[0], *model_masks.shape[1:], device=params.device,
+                                   dtype=model_masks.dtype)
+                settled = None
+            else:
+                settled = _settled(masks, last, objective, schedule, rows)
+            last[rows] = model_masks
+            optimiser.step(rows, grad, settled)
+            if on_step is not None:
+                on_step(optimiser.t, rows)
+            bar.update(1)
+            bar.set_postfix(active=int(optimiser.active.sum()))
+    return optimiser
+
+
+def final_rewards(problem: MaskProblem, objective: Objective, masks: torch.Tensor) -> torch.Tensor:
+    """(B,) reward of final model masks of every row, in the model's own units (not divided by the scale)."""
+    with torch.no_grad():
+        outputs = variant_outputs(problem, objective.sample_of_row, masks, objective.variant, None)
+        return variant_reward(objective.reward_fn, outputs, objective.targets[objective.sample_of_row],
+                              objective.variant)

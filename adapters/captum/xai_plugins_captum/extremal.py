@@ -5,7 +5,7 @@
 the masks summed over the areas and expanded over that tensor's channels. It works inside ``NoiseTunnel``,
 ``captum.metrics.sensitivity_max`` (which call ``attribute`` under ``no_grad``) and with ``infidelity``.
 ``LayerExtremalPerturbation(forward_func, layer)`` returns per-instance channel masks expanded to the layer's
-output shape.
+output shape (or, with ``attribute_to_layer_input=True``, over the channels of the layer's input).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 
+from xai_plugins.extremal.calls import extra_args as _extra_args
 from xai_plugins.extremal.channels import channel_extremal_perturbation
 from xai_plugins.extremal.spatial import extremal_perturbation
 from xai_plugins.model_state import explaining
@@ -30,12 +31,6 @@ def _as_tuple(inputs: Inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
     if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
         return tuple(inputs), True
     raise TypeError(f"inputs must be a tensor or a tuple of tensors; got {type(inputs).__name__}")
-
-
-def _extra_args(additional_forward_args: Any) -> tuple[Any, ...]:
-    if additional_forward_args is None:
-        return ()
-    return additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
 
 
 def _check_target(target: Any) -> Any:
@@ -100,8 +95,9 @@ class LayerExtremalPerturbation(LayerAttribution, PerturbationAttribution):
     @log_usage(part_of_slo=False)
     def attribute(self, inputs: Inputs, target: Any = None, additional_forward_args: Any = None,
                   areas: float | Sequence[float] = (0.1,), variant: str = "preserve", progress: bool = False,
-                  **kwargs: Any) -> torch.Tensor:
-        """Channel masks summed over the areas, expanded to the layer's output shape (N, K, ...).
+                  attribute_to_layer_input: bool = False, **kwargs: Any) -> torch.Tensor:
+        """Channel masks summed over the areas, expanded to the layer's output shape (N, K, ...), or with
+        ``attribute_to_layer_input`` masks over the channels of the layer's (first) input, expanded to its shape.
 
         Inputs may be a tensor or a tuple of tensors with the batch first (any shape); ``forward_func`` is called
         as ``forward_func(*inputs, *additional_forward_args)``.
@@ -115,6 +111,7 @@ class LayerExtremalPerturbation(LayerAttribution, PerturbationAttribution):
         with explaining(forward_func, "LayerExtremalPerturbation"):
             result = channel_extremal_perturbation(forward_func, tensors[0].detach(), _check_target(target),
                                                    self.layer, areas=areas, variant=variant,
+                                                   layer_input=attribute_to_layer_input,
                                                    additional_forward_args=extra, progress=progress, **kwargs)
         weights = result.masks.sum(dim=1)
         shape = result.layer_shape
