@@ -9,14 +9,20 @@ import xai_plugins.bcos.plugin as bcos_plugin
 from tests.bcos.conftest import assert_same_state, calibrate, model_state
 from xai_plugins.bcos import contributions, create_model, encode_input, load_weights, save_weights
 from xai_plugins.bcos.explain import bcos_contributions
+from xai_plugins.bcos.factory import MODEL_BUILDERS, builder
+from xai_plugins.bcos.zoo import MODELS
 from xai_plugins.registry import Registry
 
 SMALL = {
     "bcos_resnet18": {},
     "bcos_resnet34": {},
     "bcos_resnet50": {"width": 16},
-    "bcos_vgg11": {"classifier_width": 64},
-    "bcos_densenet121": {"growth": 8, "init_features": 16},
+    "bcos_resnet101": {"width": 8},
+    "bcos_resnet152": {"width": 8},
+    "bcos_resnext50_32x4d": {"width": 16},
+    "bcos_wide_resnet50_2": {"width": 8},
+    **{f"bcos_vgg{d}": {"classifier_width": 64} for d in (11, 13, 16, 19)},
+    **{f"bcos_densenet{d}": {"growth": 8, "init_features": 16} for d in (121, 161, 169, 201)},
     "bcos_simple_cnn": {},
 }
 """Smaller widths for the slowest builders; the structure (depth, layer types) is the registered one."""
@@ -36,7 +42,10 @@ def registered_models() -> list[str]:
 
 
 def test_plugin_registers_the_models_and_the_attributor(registry):
-    assert [c.name for c in registry.components("model")] == sorted(SMALL)
+    assert [c.name for c in registry.components("model")] == sorted(SMALL) == sorted(MODELS)
+    for name, entry in MODELS.items():
+        assert registry.component("model", name).load() is builder(name)
+        assert entry.target == MODEL_BUILDERS[name]
     attributor = registry.component("attributor", "bcos_contributions")
     assert attributor.load() is bcos_contributions
     assert "Böhle" in attributor.paper
@@ -46,11 +55,11 @@ def test_plugin_registers_the_models_and_the_attributor(registry):
 def test_completeness_for_every_registered_model(registry, name):
     """Σ contributions = logit - logit bias within 1e-4 relative, for the most decided class.
 
-    Float32, except for VGG-11: at random initialisation its logits (~1e-5) are sums over the input that cancel
+    Float32, except for the VGGs: at random initialisation their logits (~1e-5) are sums over the input that cancel
     by a factor ~1e4, beyond what float32 resolves to 1e-4 relative; it is checked in float64 instead.
     """
     torch.manual_seed(0)
-    dtype = torch.float64 if name == "bcos_vgg11" else torch.float32
+    dtype = torch.float64 if name.startswith("bcos_vgg") else torch.float32
     model = registry.component("model", name).load()(num_classes=7, **SMALL.get(name, {})).to(dtype)
     x6 = encode_input(torch.rand(2, 3, 32, 32, dtype=dtype))
     calibrate(model, x6)

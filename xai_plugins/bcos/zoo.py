@@ -46,21 +46,25 @@ def register_model(name: str, target: str, summary: str, authors_builder: str | 
 
 _ENCODED = "on 6-channel [x, 1-x] inputs"
 _SMALL_VGG = {"classifier_width": 512}
+_SMALL_RESNET = {"width": 16}
+_SMALL_DENSENET = {"growth": 8, "init_features": 16}
 
 for _depth in (18, 34, 50, 101, 152):
     register_model(f"bcos_resnet{_depth}", f"xai_plugins.bcos.resnet:bcos_resnet{_depth}",
-                   f"B-cos ResNet-{_depth} {_ENCODED}", f"bcos.models.resnet:resnet{_depth}")
+                   f"B-cos ResNet-{_depth} {_ENCODED}", f"bcos.models.resnet:resnet{_depth}",
+                   _SMALL_RESNET if _depth > 50 else None)
 register_model("bcos_resnext50_32x4d", "xai_plugins.bcos.resnet:bcos_resnext50_32x4d",
-               f"B-cos ResNeXt-50 (32x4d) {_ENCODED}", "bcos.models.resnet:resnext50_32x4d")
+               f"B-cos ResNeXt-50 (32x4d) {_ENCODED}", "bcos.models.resnet:resnext50_32x4d", _SMALL_RESNET)
 register_model("bcos_wide_resnet50_2", "xai_plugins.bcos.resnet:bcos_wide_resnet50_2",
-               f"B-cos Wide ResNet-50-2 {_ENCODED}", "bcos.models.resnet:wide_resnet50_2")
+               f"B-cos Wide ResNet-50-2 {_ENCODED}", "bcos.models.resnet:wide_resnet50_2", _SMALL_RESNET)
 for _depth in (11, 13, 16, 19):
     register_model(f"bcos_vgg{_depth}", f"xai_plugins.bcos.vgg:bcos_vgg{_depth}",
                    f"B-cos VGG-{_depth} with uncentered batch norm (BNU) {_ENCODED}",
                    f"bcos.models.vgg:vgg{_depth}_bnu", _SMALL_VGG)
 for _depth in (121, 161, 169, 201):
     register_model(f"bcos_densenet{_depth}", f"xai_plugins.bcos.densenet:bcos_densenet{_depth}",
-                   f"B-cos DenseNet-{_depth} {_ENCODED}", f"bcos.models.densenet:densenet{_depth}")
+                   f"B-cos DenseNet-{_depth} {_ENCODED}", f"bcos.models.densenet:densenet{_depth}",
+                   _SMALL_DENSENET if _depth > 121 else None)
 register_model("bcos_simple_cnn", "xai_plugins.bcos.simple_cnn:bcos_simple_cnn",
                "small B-cos CNN for small images (digits, CIFAR-sized) on 6-channel inputs")
 
