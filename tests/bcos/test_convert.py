@@ -9,6 +9,7 @@ from torch import nn
 from tests.bcos.conftest import assert_same_state, calibrate, model_state
 from xai_plugins.bcos import BcosConv2d, BcosLinear, contributions, encode_input, set_b, to_bcos
 from xai_plugins.bcos.convert import Bcosified
+from xai_plugins.bcos.norms import BatchNormUncentered2d
 from xai_plugins.bcos.train import bcosify_finetune
 
 torchvision = pytest.importorskip("torchvision")
@@ -130,3 +131,35 @@ def test_bcosify_finetune_raises_b_and_stays_complete():
     result = contributions(converted, encode_input(data.tensors[0][:2].double()), 1)
     explained = result.explained_logits - result.logit_bias
     torch.testing.assert_close(result.contributions.flatten(1).sum(1), explained, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_remove_biases_keeps_dtype_and_runs_in_it(dtype):
+    """Every floating tensor of the converted model has the original's dtype, the uncentered norms hold the
+    original running variances and scales exactly, and the model runs (and explains) in that dtype."""
+    torch.manual_seed(0)
+    model = randomise_norms(torchvision.models.resnet18(num_classes=4)).to(dtype)
+    converted = to_bcos(model, b=2, mean=MEAN, std=STD, remove_biases=True).eval()
+    dtypes = {t.dtype for t in [*converted.parameters(), *converted.buffers()] if t.is_floating_point()}
+    assert dtypes == {dtype}
+    originals = dict(model.named_modules())
+    for name, module in converted.model.named_modules():
+        if isinstance(module, BatchNormUncentered2d):
+            assert torch.equal(module.running_var, originals[name].running_var)
+            assert torch.equal(module.weight, originals[name].weight)
+    x6 = encode_input(torch.rand(1, 3, 32, 32, dtype=dtype))
+    with torch.no_grad():
+        assert converted(x6).dtype == dtype
+    result = contributions(converted, x6, 0)
+    assert result.contributions.dtype == dtype
+    if dtype == torch.float64:
+        scale = result.explained_logits.abs().max().item()
+        assert result.delta.abs().max().item() <= 1e-9 * scale
+
+
+def test_remove_biases_keeps_device():
+    """Built on the meta device (no memory), the converted model's tensors stay on it."""
+    with torch.device("meta"):
+        model = torchvision.models.resnet18(num_classes=4)
+    converted = to_bcos(model, b=2, remove_biases=True)
+    assert {t.device.type for t in [*converted.parameters(), *converted.buffers()]} == {"meta"}

@@ -163,12 +163,15 @@ def strip_biases(model: nn.Module, logit_bias: float | None = None) -> nn.Module
         if isinstance(module, nn.BatchNorm2d):
             norm = BatchNormUncentered2d(module.num_features, module.eps, module.momentum or 0.1,
                                          affine=module.weight is not None)
+            like = module.running_var if module.running_var is not None else module.weight
+            if like is not None:  # the original's dtype and device, before copying (float64 stays exact)
+                norm.to(device=like.device, dtype=like.dtype)
             with torch.no_grad():
                 if module.running_var is not None:
                     norm.running_var.copy_(module.running_var)
                 if module.weight is not None:
                     norm.weight.copy_(module.weight)
-            norm.to(device=module.running_var.device if module.running_var is not None else None)
+                    norm.weight.requires_grad_(module.weight.requires_grad)
             norm.train(module.training)
             _set_submodule(model, name, norm)
     return Bcosified(model, LogitLayer.for_classes(num_classes or 2, 1.0, logit_bias))
