@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import xai_plugins.bcos.plugin as bcos_plugin
 from tests.bcos.conftest import assert_same_state, calibrate, model_state
@@ -129,8 +131,8 @@ def test_training_mode_model_left_unchanged():
     before = model_state(model)
     bcos_contributions(model, x6, 1)
     assert_same_state(before, model_state(model))
-    with pytest.raises(ValueError, match="encode_input"):
-        bcos_contributions(model, torch.rand(2, 3, 16, 16), 1)
+    with pytest.raises(ValueError, match="expects 6 input channels"):
+        bcos_contributions(model, torch.rand(2, 4, 16, 16), 1)
     assert_same_state(before, model_state(model))
     handle.remove()
 
@@ -164,3 +166,35 @@ def test_save_and_load_weights(tmp_path, suffix):
         assert torch.equal(model(x6), loaded(x6))
     with pytest.raises(FileNotFoundError, match="never download"):
         load_weights(loaded, tmp_path / "missing.pt")
+
+
+def test_attributor_refuses_a_standard_cnn_and_leaves_it_untouched():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 5))
+    before = model_state(model)
+    with pytest.raises(TypeError, match=r"need a B-cos network.*create_model.*to_bcos.*standard models"):
+        bcos_contributions(model, torch.rand(2, 3, 8, 8), 1)
+    with pytest.raises(TypeError, match="need a B-cos network"):
+        contributions(model, torch.rand(2, 3, 8, 8), 1)
+    assert_same_state(before, model_state(model))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), size=st.sampled_from([8, 12, 16]), batch=st.integers(1, 3))
+def test_three_channel_images_are_encoded_for_the_user(seed, size, batch):
+    """For any images, the attributor on 3 channels equals the contributions of encode_input(images) with the
+    x and 1 - x contributions added per channel; their sum is still logit - logit bias (float64: 1e-9)."""
+    torch.manual_seed(seed)
+    model = create_model("bcos_simple_cnn", num_classes=4, widths=(8, 8, 8)).double().eval()
+    images = torch.rand(batch, 3, size, size, dtype=torch.float64)
+    result = contributions(model, images, 2)
+    reference = contributions(model, encode_input(images), 2)
+    assert result.encoded and not reference.encoded
+    assert torch.equal(result.inputs, encode_input(images))
+    torch.testing.assert_close(result.contributions, reference.contributions, rtol=0, atol=0)
+    folded = bcos_contributions(model, images, 2)
+    assert folded.shape == images.shape
+    torch.testing.assert_close(folded, reference.contributions[:, :3] + reference.contributions[:, 3:])
+    explained = reference.explained_logits - reference.logit_bias
+    scale = explained.abs().max().item()
+    assert (folded.flatten(1).sum(1) - explained).abs().max().item() <= 1e-9 * scale + 1e-300
