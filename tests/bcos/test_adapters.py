@@ -86,3 +86,39 @@ def test_zennit_composite_restores_on_error(model_and_inputs):
         with composite.context(model) as modified:
             modified(torch.rand(1, 3, 16, 16))
     assert_same_state(before, model_state(model))
+
+
+def standard_cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 5)).eval()
+
+
+def test_adapters_refuse_a_model_that_is_not_a_bcos_network():
+    """Input x gradient of a standard CNN is not a B-cos explanation: every way in says so, model untouched."""
+    from xai_plugins_captum import BcosAttribution
+    from xai_plugins_zennit import BcosExplanation
+
+    model = standard_cnn()
+    before = model_state(model)
+    with pytest.raises(TypeError, match=r"BcosAttribution need a B-cos network, got a .*Sequential.*to_bcos"):
+        BcosAttribution(model)
+    with pytest.raises(TypeError, match=r"BcosExplanation need a B-cos network"):
+        with zennit_attribution.Gradient(model, BcosExplanation()):
+            pass
+    assert_same_state(before, model_state(model))
+
+
+def test_captum_encodes_three_channel_images_for_the_user(model_and_inputs):
+    """Images given to a 6-channel model are encoded; the attributions are shaped like the images and are the
+    core contributions of the encoded input folded per channel, with the same delta."""
+    from xai_plugins_captum import BcosAttribution
+
+    model, x6 = model_and_inputs
+    images = x6[:, :3]
+    attr, delta = BcosAttribution(model).attribute(images, target=[0, 2, 4], return_convergence_delta=True)
+    encoded, encoded_delta = BcosAttribution(model).attribute(x6, target=[0, 2, 4], return_convergence_delta=True)
+    assert attr.shape == images.shape
+    torch.testing.assert_close(attr, encoded[:, :3] + encoded[:, 3:])
+    torch.testing.assert_close(delta, encoded_delta)
+    assert not images.requires_grad

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import xai_plugins.bcos.plugin as bcos_plugin
 from tests.bcos.conftest import assert_same_state, calibrate, model_state
 from xai_plugins.bcos import contributions, create_model, encode_input, load_weights, save_weights
 from xai_plugins.bcos.explain import bcos_contributions
+from xai_plugins.bcos.factory import MODEL_BUILDERS, builder
+from xai_plugins.bcos.zoo import MODELS
 from xai_plugins.registry import Registry
 
 SMALL = {
     "bcos_resnet18": {},
     "bcos_resnet34": {},
     "bcos_resnet50": {"width": 16},
-    "bcos_vgg11": {"classifier_width": 64},
-    "bcos_densenet121": {"growth": 8, "init_features": 16},
+    "bcos_resnet101": {"width": 8},
+    "bcos_resnet152": {"width": 8},
+    "bcos_resnext50_32x4d": {"width": 16},
+    "bcos_wide_resnet50_2": {"width": 8},
+    **{f"bcos_vgg{d}": {"classifier_width": 64} for d in (11, 13, 16, 19)},
+    **{f"bcos_densenet{d}": {"growth": 8, "init_features": 16} for d in (121, 161, 169, 201)},
     "bcos_simple_cnn": {},
 }
 """Smaller widths for the slowest builders; the structure (depth, layer types) is the registered one."""
@@ -36,7 +44,10 @@ def registered_models() -> list[str]:
 
 
 def test_plugin_registers_the_models_and_the_attributor(registry):
-    assert [c.name for c in registry.components("model")] == sorted(SMALL)
+    assert [c.name for c in registry.components("model")] == sorted(SMALL) == sorted(MODELS)
+    for name, entry in MODELS.items():
+        assert registry.component("model", name).load() is builder(name)
+        assert entry.target == MODEL_BUILDERS[name]
     attributor = registry.component("attributor", "bcos_contributions")
     assert attributor.load() is bcos_contributions
     assert "Böhle" in attributor.paper
@@ -46,11 +57,11 @@ def test_plugin_registers_the_models_and_the_attributor(registry):
 def test_completeness_for_every_registered_model(registry, name):
     """Σ contributions = logit - logit bias within 1e-4 relative, for the most decided class.
 
-    Float32, except for VGG-11: at random initialisation its logits (~1e-5) are sums over the input that cancel
+    Float32, except for the VGGs: at random initialisation their logits (~1e-5) are sums over the input that cancel
     by a factor ~1e4, beyond what float32 resolves to 1e-4 relative; it is checked in float64 instead.
     """
     torch.manual_seed(0)
-    dtype = torch.float64 if name == "bcos_vgg11" else torch.float32
+    dtype = torch.float64 if name.startswith("bcos_vgg") else torch.float32
     model = registry.component("model", name).load()(num_classes=7, **SMALL.get(name, {})).to(dtype)
     x6 = encode_input(torch.rand(2, 3, 32, 32, dtype=dtype))
     calibrate(model, x6)
@@ -120,8 +131,8 @@ def test_training_mode_model_left_unchanged():
     before = model_state(model)
     bcos_contributions(model, x6, 1)
     assert_same_state(before, model_state(model))
-    with pytest.raises(ValueError, match="encode_input"):
-        bcos_contributions(model, torch.rand(2, 3, 16, 16), 1)
+    with pytest.raises(ValueError, match="expects 6 input channels"):
+        bcos_contributions(model, torch.rand(2, 4, 16, 16), 1)
     assert_same_state(before, model_state(model))
     handle.remove()
 
@@ -155,3 +166,35 @@ def test_save_and_load_weights(tmp_path, suffix):
         assert torch.equal(model(x6), loaded(x6))
     with pytest.raises(FileNotFoundError, match="never download"):
         load_weights(loaded, tmp_path / "missing.pt")
+
+
+def test_attributor_refuses_a_standard_cnn_and_leaves_it_untouched():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 5))
+    before = model_state(model)
+    with pytest.raises(TypeError, match=r"need a B-cos network.*create_model.*to_bcos.*standard models"):
+        bcos_contributions(model, torch.rand(2, 3, 8, 8), 1)
+    with pytest.raises(TypeError, match="need a B-cos network"):
+        contributions(model, torch.rand(2, 3, 8, 8), 1)
+    assert_same_state(before, model_state(model))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), size=st.sampled_from([8, 12, 16]), batch=st.integers(1, 3))
+def test_three_channel_images_are_encoded_for_the_user(seed, size, batch):
+    """For any images, the attributor on 3 channels equals the contributions of encode_input(images) with the
+    x and 1 - x contributions added per channel; their sum is still logit - logit bias (float64: 1e-9)."""
+    torch.manual_seed(seed)
+    model = create_model("bcos_simple_cnn", num_classes=4, widths=(8, 8, 8)).double().eval()
+    images = torch.rand(batch, 3, size, size, dtype=torch.float64)
+    result = contributions(model, images, 2)
+    reference = contributions(model, encode_input(images), 2)
+    assert result.encoded and not reference.encoded
+    assert torch.equal(result.inputs, encode_input(images))
+    torch.testing.assert_close(result.contributions, reference.contributions, rtol=0, atol=0)
+    folded = bcos_contributions(model, images, 2)
+    assert folded.shape == images.shape
+    torch.testing.assert_close(folded, reference.contributions[:, :3] + reference.contributions[:, 3:])
+    explained = reference.explained_logits - reference.logit_bias
+    scale = explained.abs().max().item()
+    assert (folded.flatten(1).sum(1) - explained).abs().max().item() <= 1e-9 * scale + 1e-300

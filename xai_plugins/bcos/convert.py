@@ -10,6 +10,17 @@ The conversion is done in two steps, as in the paper:
    :func:`strip_biases`: conv/linear biases removed, batch norms made uncentered and bias-free, a fixed
    logit bias added), then fine-tune briefly (:func:`xai_plugins.bcos.train.bcosify_finetune`).
 
+Two variants (``variant=``):
+
+- ``"paper"`` (default), as Arya et al. do it: max pooling becomes average pooling; a ResNet's classifier
+  becomes a 1×1 B-cos convolution applied before global average pooling; the input ``[x, 1 - x]`` is normalised
+  with mean ``(m, 1 - m)`` and std ``(s, s)`` (giving ``[x̃, -x̃]`` with ``x̃ = (x - m) / s``) and the first
+  convolution reads it with weights ``[W, -W] / 2``. The normalisation subtracts a constant, so the
+  contributions with respect to ``[x, 1 - x]`` are not complete (the paper explains the normalised input).
+- ``"folded"`` (ours): poolings and classifier kept, and the normalisation folded exactly into the first
+  convolution (``[W (1 - m) / s, -W m / s]``), which subtracts nothing: with ``b = 1`` the model is the original
+  one, and after :func:`strip_biases` the contributions are complete with respect to ``[x, 1 - x]``.
+
 The input model is never modified: conversion works on a deep copy.
 """
 
@@ -30,6 +41,23 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "torchvision.models.densenet.DenseNet": "DenseNet (densenet121/161/169/201)",
 }
 """Fully qualified class names :func:`to_bcos` accepts, with what they cover."""
+
+
+VARIANTS = ("paper", "folded")
+"""The conversion variants :func:`to_bcos` accepts (see the module doc)."""
+
+
+class EncodedNormalize(nn.Module):
+    """``(x6 - mean6) / std6`` for the encoding ``[x, 1 - x]``: mean ``(m, 1 - m)``, std ``(s, s)`` (the paper's
+    input handling). Fixed buffers; no parameters."""
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.cat([mean, 1 - mean]).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.cat([std, std]).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
 
 
 class Bcosified(nn.Module):
@@ -55,19 +83,24 @@ def architecture_of(model: nn.Module) -> str | None:
 
 def to_bcos(model: nn.Module, b: float = 1.0, *, mean: Sequence[float] | None = None,
             std: Sequence[float] | None = None, remove_biases: bool = False,
-            logit_bias: float | None = None) -> nn.Module:
+            logit_bias: float | None = None, variant: str = "paper") -> nn.Module:
     """Convert a torchvision ResNet, VGG or DenseNet into a B-cos model taking ``encode_input(x)``.
 
     Args:
         model: the standard model (left unchanged; a converted deep copy is returned).
-        b: alignment exponent of every converted layer; ``b = 1`` reproduces the original outputs.
+        b: alignment exponent of every converted layer.
         mean, std: the per-channel input normalisation the original model expects (e.g. ImageNet's). The
-            converted model then takes ``encode_input(x)`` of the raw image ``x`` in [0, 1], and
-            ``converted(encode_input(x)) == model((x - mean) / std)``. Without them ``converted(encode_input(x))
-            == model(x)``.
+            converted model then takes ``encode_input(x)`` of the raw image ``x`` in [0, 1].
         remove_biases: also drop biases and centering (:func:`strip_biases`), as needed before fine-tuning.
         logit_bias: with ``remove_biases``, the fixed logit bias to add (default ``-log(num_classes - 1)``).
+        variant: ``"paper"`` (Arya et al.: average pooling, a ResNet's classifier as a 1×1 convolution before
+            pooling, the input normalised as ``[x̃, -x̃]`` and read with ``[W, -W] / 2``) or ``"folded"`` (ours:
+            the architecture kept and the normalisation folded into the first convolution, so with ``b = 1``
+            ``converted(encode_input(x)) == model((x - mean) / std)`` and the contributions of the bias-free
+            model are complete). See the module doc.
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
     arch = architecture_of(model)
     if arch is None:
         supported = "; ".join(SUPPORTED_ARCHITECTURES.values())
@@ -78,19 +111,53 @@ def to_bcos(model: nn.Module, b: float = 1.0, *, mean: Sequence[float] | None = 
     if first is None:
         raise TypeError(f"to_bcos found no Conv2d in the {type(model).__qualname__} to read the input encoding")
     scale, shift = _normalisation(first.in_channels, mean, std)
+    if variant == "paper" and first.groups != 1:
+        raise TypeError("to_bcos needs an ungrouped first convolution to read the [x, 1 - x] encoding")
     converted = copy.deepcopy(model)
     first_name = next(name for name, m in converted.named_modules() if isinstance(m, nn.Conv2d))
+    if variant == "paper":
+        # [W, -W] / 2 applied to [x̃, -x̃] is W x̃
+        encoding = (torch.full_like(scale, 0.5), torch.full_like(shift, -0.5))
+    else:
+        encoding = (scale, shift)
     for name, module in list(converted.named_modules()):
         if isinstance(module, nn.Conv2d):
-            new = _convert_conv(module, b, (scale, shift) if name == first_name else None)
+            new: nn.Module = _convert_conv(module, b, encoding if name == first_name else None)
         elif isinstance(module, nn.Linear):
             new = _convert_linear(module, b)
+        elif isinstance(module, nn.MaxPool2d) and variant == "paper":
+            new = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, module.ceil_mode)
         else:
             continue
         _set_submodule(converted, name, new)
+    if variant == "paper":
+        converted = _paper_layout(converted, arch, *(v.to(first.weight.dtype) for v in _mean_std(first, mean, std)))
     if remove_biases:
         return strip_biases(converted, logit_bias=logit_bias)
     return converted
+
+
+def _mean_std(first: nn.Conv2d, mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[Tensor, Tensor]:
+    channels = first.in_channels
+    mean_t = torch.zeros(channels, dtype=torch.float64) if mean is None else torch.as_tensor(mean, dtype=torch.float64)
+    std_t = torch.ones(channels, dtype=torch.float64) if std is None else torch.as_tensor(std, dtype=torch.float64)
+    return mean_t.to(first.weight.device), std_t.to(first.weight.device)
+
+
+def _paper_layout(model: nn.Module, arch: str, mean: Tensor, std: Tensor) -> nn.Module:
+    """The paper's input normalisation in front; a ResNet's classifier moved before global pooling."""
+    if arch == "torchvision.models.resnet.ResNet" and isinstance(model.fc, BcosLinear):
+        fc = model.fc
+        conv = BcosConv2d(fc.in_features, fc.out_features, 1, b=fc.b, normalize_weights=False,
+                          bias=fc.bias is not None, device=fc.weight.device, dtype=fc.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(fc.weight.view(*fc.weight.shape, 1, 1))
+            if fc.bias is not None:
+                conv.bias.copy_(fc.bias)
+        conv.train(fc.training)
+        model.avgpool = nn.Sequential(conv, model.avgpool)
+        model.fc = nn.Identity()
+    return nn.Sequential(EncodedNormalize(mean, std), model)
 
 
 def _normalisation(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[Tensor, Tensor]:
@@ -163,12 +230,15 @@ def strip_biases(model: nn.Module, logit_bias: float | None = None) -> nn.Module
         if isinstance(module, nn.BatchNorm2d):
             norm = BatchNormUncentered2d(module.num_features, module.eps, module.momentum or 0.1,
                                          affine=module.weight is not None)
+            like = module.running_var if module.running_var is not None else module.weight
+            if like is not None:  # the original's dtype and device, before copying (float64 stays exact)
+                norm.to(device=like.device, dtype=like.dtype)
             with torch.no_grad():
                 if module.running_var is not None:
                     norm.running_var.copy_(module.running_var)
                 if module.weight is not None:
                     norm.weight.copy_(module.weight)
-            norm.to(device=module.running_var.device if module.running_var is not None else None)
+                    norm.weight.requires_grad_(module.weight.requires_grad)
             norm.train(module.training)
             _set_submodule(model, name, norm)
     return Bcosified(model, LogitLayer.for_classes(num_classes or 2, 1.0, logit_bias))

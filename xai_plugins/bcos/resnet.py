@@ -19,8 +19,12 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, b: float,
-                 max_out: int, norm: str | None) -> None:
+                 max_out: int, norm: str | None, groups: int = 1, base_width: int = 64) -> None:
         super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError(f"BasicBlock (ResNet-18/34) supports groups=1 and width_per_group=64 only, got "
+                             f"groups={groups}, width_per_group={base_width}; use a Bottleneck ResNet for ResNeXt or "
+                             "Wide ResNet")
         self.conv1 = BcosConv2d(inplanes, planes, 3, stride, 1, b=b, max_out=max_out)
         self.bn1 = make_norm(norm, planes)
         self.conv2 = BcosConv2d(planes, planes, 3, 1, 1, b=b, max_out=max_out)
@@ -33,18 +37,23 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1×1, 3×3 (strided) and 1×1 B-cos convolutions with a residual connection (ResNet v1.5)."""
+    """1×1, 3×3 (strided, ``groups``-grouped) and 1×1 B-cos convolutions with a residual connection (ResNet v1.5).
+
+    The inner width is ``int(planes · base_width / 64) · groups``, as in torchvision: ResNeXt-50 (32×4d) has
+    ``groups=32, base_width=4``, Wide ResNet-50-2 ``base_width=128``.
+    """
 
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, b: float,
-                 max_out: int, norm: str | None) -> None:
+                 max_out: int, norm: str | None, groups: int = 1, base_width: int = 64) -> None:
         super().__init__()
-        self.conv1 = BcosConv2d(inplanes, planes, 1, b=b, max_out=max_out)
-        self.bn1 = make_norm(norm, planes)
-        self.conv2 = BcosConv2d(planes, planes, 3, stride, 1, b=b, max_out=max_out)
-        self.bn2 = make_norm(norm, planes)
-        self.conv3 = BcosConv2d(planes, planes * 4, 1, b=b, max_out=max_out)
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = BcosConv2d(inplanes, width, 1, b=b, max_out=max_out)
+        self.bn1 = make_norm(norm, width)
+        self.conv2 = BcosConv2d(width, width, 3, stride, 1, groups=groups, b=b, max_out=max_out)
+        self.bn2 = make_norm(norm, width)
+        self.conv3 = BcosConv2d(width, planes * 4, 1, b=b, max_out=max_out)
         self.bn3 = make_norm(norm, planes * 4)
         self.downsample = downsample
 
@@ -58,14 +67,17 @@ class BcosResNet(nn.Module):
     """A B-cos ResNet for ``in_channels``-channel encoded images (6 for RGB, see ``encode_input``).
 
     ``small_inputs=True`` uses a 3×3 stride-1 stem without pooling (for 32×32 images and smaller).
+    ``width`` is the stem width (64 in the papers; stages have 1, 2, 4, 8 times it), ``groups`` and
+    ``width_per_group`` shape the bottlenecks (ResNeXt, Wide ResNet).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int = 1000,
                  in_channels: int = 6, b: float = 2.0, max_out: int = 1, norm: str | None = "batch",
                  width: int = 64, small_inputs: bool = False, logit_bias: float | None = None,
-                 logit_temperature: float = 1.0) -> None:
+                 logit_temperature: float = 1.0, groups: int = 1, width_per_group: int = 64) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.groups, self.base_width = groups, width_per_group
         if small_inputs:
             self.conv1 = BcosConv2d(in_channels, width, 3, 1, 1, b=b, max_out=max_out)
             self.pool: nn.Module = nn.Identity()
@@ -90,9 +102,10 @@ class BcosResNet(nn.Module):
             downsample = nn.Sequential(
                 BcosConv2d(self.inplanes, planes * block.expansion, 1, stride, b=b, max_out=max_out),
                 make_norm(norm, planes * block.expansion))
-        blocks = [block(self.inplanes, planes, stride, downsample, b, max_out, norm)]
+        shape = (self.groups, self.base_width)
+        blocks = [block(self.inplanes, planes, stride, downsample, b, max_out, norm, *shape)]
         self.inplanes = planes * block.expansion
-        blocks += [block(self.inplanes, planes, 1, None, b, max_out, norm) for _ in range(1, depth)]
+        blocks += [block(self.inplanes, planes, 1, None, b, max_out, norm, *shape) for _ in range(1, depth)]
         return nn.Sequential(*blocks)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -117,3 +130,23 @@ def bcos_resnet34(**kwargs: object) -> BcosResNet:
 def bcos_resnet50(**kwargs: object) -> BcosResNet:
     """B-cos ResNet-50 (Böhle et al., B-cos v2)."""
     return BcosResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
+
+
+def bcos_resnet101(**kwargs: object) -> BcosResNet:
+    """B-cos ResNet-101 (Böhle et al., B-cos v2)."""
+    return BcosResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
+
+
+def bcos_resnet152(**kwargs: object) -> BcosResNet:
+    """B-cos ResNet-152 (Böhle et al., B-cos v2)."""
+    return BcosResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+def bcos_resnext50_32x4d(**kwargs: object) -> BcosResNet:
+    """B-cos ResNeXt-50 (32×4d): 32 groups of width 4 in each bottleneck (Böhle et al., B-cos v2)."""
+    return BcosResNet(Bottleneck, [3, 4, 6, 3], **{"groups": 32, "width_per_group": 4, **kwargs})
+
+
+def bcos_wide_resnet50_2(**kwargs: object) -> BcosResNet:
+    """B-cos Wide ResNet-50-2: bottlenecks twice as wide (Böhle et al., B-cos v2)."""
+    return BcosResNet(Bottleneck, [3, 4, 6, 3], **{"width_per_group": 128, **kwargs})

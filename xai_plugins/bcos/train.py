@@ -58,50 +58,128 @@ def is_bcos_model(model: nn.Module) -> bool:
     return any(isinstance(m, (BcosConv2d, BcosLinear)) for m in model.modules())
 
 
-def _loss_fn(bcos: bool) -> Callable[[Tensor, Tensor], Tensor]:
+@dataclass(frozen=True)
+class Recipe:
+    """How :func:`fit` trains.
+
+    Attributes:
+        loss: ``"bce"`` (binary cross-entropy on one-hot targets) or ``"uniform_off_bce"`` (the B-cos papers':
+            off-label targets ``1 / C`` instead of 0); standard models always use cross-entropy.
+        schedule: cosine learning-rate decay per ``"step"`` or per ``"epoch"`` (constant within an epoch).
+        warmup_epochs: linear warm-up from 1 % of the learning rate over this many epochs (epoch schedule).
+        clip_factor: adaptive gradient clipping (Brock et al. 2021; timm's ``adaptive_clip_grad``) with this
+            factor, or ``None`` for none.
+        augment: called on each batch of images in [0, 1] before encoding (``None``: no augmentation).
+    """
+
+    loss: str = "bce"
+    schedule: str = "step"
+    warmup_epochs: int = 0
+    clip_factor: float | None = None
+    augment: Callable[[Tensor], Tensor] | None = None
+
+
+OUR_RECIPE = Recipe()
+"""This project's B-cos training: BCE on one-hot targets, cosine decay per step, no clipping or augmentation."""
+
+
+def paper_augmentation(images: Tensor) -> Tensor:
+    """Random resized crop (scale 0.25–1, aspect 3/4–4/3) and horizontal flip of each image of a batch, the
+    standard ImageNet training augmentation of the B-cos papers at the batch's own size (torchvision)."""
+    from torchvision.transforms import v2
+
+    size = images.shape[-2:]
+    transform = v2.Compose([v2.RandomResizedCrop(size, scale=(0.25, 1.0), antialias=True),
+                            v2.RandomHorizontalFlip()])
+    return torch.stack([transform(image) for image in images])
+
+
+PAPER_RECIPE = Recipe(loss="uniform_off_bce", schedule="epoch", warmup_epochs=0, clip_factor=0.01,
+                      augment=paper_augmentation)
+"""The recipe of the B-cos v2 / B-cosification training code: uniform off-label BCE, cosine decay per epoch,
+adaptive gradient clipping (factor 0.01), random resized crops and flips (warm-up is 5 of 90 ImageNet epochs
+there; set ``warmup_epochs`` for long runs)."""
+
+RECIPES = {"paper": PAPER_RECIPE, "ours": OUR_RECIPE}
+
+
+def _loss_fn(bcos: bool, kind: str = "bce") -> Callable[[Tensor, Tensor], Tensor]:
     if not bcos:
         return F.cross_entropy
+    if kind not in ("bce", "uniform_off_bce"):
+        raise ValueError(f"loss must be 'bce' or 'uniform_off_bce', got {kind!r}")
+    off = kind == "uniform_off_bce"
 
     def bce(logits: Tensor, labels: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, logits.shape[1]).to(logits.dtype))
+        targets = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+        if off:
+            targets = targets.clamp(min=1.0 / logits.shape[1])
+        return F.binary_cross_entropy_with_logits(logits, targets)
 
     return bce
 
 
+def _lr_factor(recipe: Recipe, step: int, steps_per_epoch: int, epochs: int) -> float:
+    if recipe.schedule == "step":
+        total = max(1, epochs * steps_per_epoch)
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if recipe.schedule != "epoch":
+        raise ValueError(f"schedule must be 'step' or 'epoch', got {recipe.schedule!r}")
+    epoch = step // max(1, steps_per_epoch)
+    if epoch < recipe.warmup_epochs:
+        return 0.01 + 0.99 * epoch / recipe.warmup_epochs
+    decay = max(1, epochs - recipe.warmup_epochs)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - recipe.warmup_epochs) / decay))
+
+
 def fit(model: nn.Module, train_set: Dataset, *, epochs: int, lr: float, batch_size: int = 64, seed: int = 0,
         encode: bool | None = None, weight_decay: float = 0.0,
-        on_step: Callable[[int, int], None] | None = None) -> list[float]:
+        on_step: Callable[[int, int], None] | None = None, recipe: Recipe = OUR_RECIPE,
+        on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Train ``model`` in place with Adam and a cosine learning-rate schedule; returns the mean loss per epoch.
 
     ``encode`` (default: whether the model has B-cos layers) applies ``encode_input`` and the B-cos loss.
-    ``on_step(step, total_steps)`` is called before every optimisation step.
+    ``recipe`` sets the loss, schedule, clipping and augmentation (:class:`Recipe`). ``on_step(step,
+    total_steps)`` is called before every optimisation step, ``on_epoch(epoch)`` after every epoch (the model
+    is in training mode again afterwards).
     """
     encode = is_bcos_model(model) if encode is None else encode
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    total = max(1, epochs * len(loader))
+    steps_per_epoch = len(loader)
+    total = max(1, epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
-    loss_fn = _loss_fn(encode)
+        optimiser, lambda step: _lr_factor(recipe, step, steps_per_epoch, epochs))
+    clip = None
+    if recipe.clip_factor is not None:
+        from timm.utils.agc import adaptive_clip_grad as clip
+    loss_fn = _loss_fn(encode, recipe.loss)
     model.train()
     losses, step = [], 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         running, count = 0.0, 0
         for images, labels in loader:
             if on_step is not None:
                 on_step(step, total)
+            if recipe.augment is not None:
+                images = recipe.augment(images)
             inputs = encode_input(images) if encode else images
             loss = loss_fn(model(inputs), labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:
+                clip(params, clip_factor=recipe.clip_factor)
             optimiser.step()
             schedule.step()
             step += 1
             running += loss.item() * len(labels)
             count += len(labels)
         losses.append(running / max(count, 1))
+        if on_epoch is not None:
+            on_epoch(epoch)
+            model.train()
     model.eval()
     return losses
 
@@ -163,14 +241,22 @@ def compare_on_digits(size: int = 16, epochs: int = 6, lr: float = 3e-3, seed: i
 
 def bcosify_finetune(model: nn.Module, train_set: Dataset, *, epochs: int = 1, b: float = 2.0,
                      b_warmup_fraction: float = 0.0, lr: float = 1e-4, batch_size: int = 64,
-                     seed: int = 0) -> list[float]:
+                     seed: int = 0, recipe: str | Recipe = "paper",
+                     on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Fine-tune a model converted with ``to_bcos(..., remove_biases=True)`` into an interpretable B-cos model.
 
-    The B-cosification recipe: set the alignment exponent to ``b`` (2 in the paper) — directly, or raised
-    linearly from its current value over the first ``b_warmup_fraction`` of the steps — and train with Adam at
-    a small learning rate (1e-4), a cosine schedule and the B-cos binary cross-entropy loss on encoded inputs.
-    Returns the mean loss per epoch; the model is trained in place and left in eval mode.
+    Sets the alignment exponent to ``b`` (2 in the paper) — directly, or raised linearly from its current value
+    over the first ``b_warmup_fraction`` of the steps — and trains with Adam on encoded inputs. ``recipe``:
+    ``"paper"`` (:data:`PAPER_RECIPE`: uniform off-label BCE, per-epoch cosine schedule, adaptive gradient
+    clipping, random resized crops and flips; needs timm and torchvision), ``"ours"`` (:data:`OUR_RECIPE`) or a
+    :class:`Recipe`. Returns the mean loss per epoch; the model is trained in place and left in eval mode.
     """
+    if isinstance(recipe, str):
+        try:
+            recipe = RECIPES[recipe]
+        except KeyError:
+            raise ValueError(f"recipe must be one of {', '.join(map(repr, RECIPES))} or a Recipe, "
+                             f"got {recipe!r}") from None
     start = next((m.b for m in model.modules() if isinstance(m, (BcosConv2d, BcosLinear))), None)
     if start is None:
         raise TypeError("bcosify_finetune needs a model with B-cos layers; convert it with xai_plugins.bcos.to_bcos")
@@ -182,13 +268,57 @@ def bcosify_finetune(model: nn.Module, train_set: Dataset, *, epochs: int = 1, b
             set_b(model, start + (b - start) * progress)
 
     losses = fit(model, train_set, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, encode=True,
-                 on_step=raise_b)
+                 on_step=raise_b, recipe=recipe, on_epoch=on_epoch)
     set_b(model, b)
     return losses
 
 
+@dataclass
+class BcosificationRun:
+    """Accuracy (in %) of a B-cosified model after each fine-tuning epoch (index 0: before fine-tuning)."""
+
+    variant: str
+    recipe: str
+    accuracy_per_epoch: list[float]
+
+
+def compare_bcosification(epochs: int = 3, pretrain_epochs: int = 3, size: int = 32, lr: float = 1e-3,
+                          batch_size: int = 32, seed: int = 0,
+                          runs: tuple[tuple[str, str], ...] = (("paper", "paper"), ("folded", "ours")),
+                          ) -> tuple[float, list[BcosificationRun]]:
+    """Accuracy recovered per epoch of B-cosification fine-tuning on the digits, per (variant, recipe).
+
+    A torchvision ResNet-18 is trained on the digits (cross-entropy, ``pretrain_epochs``), then each run
+    converts a copy with ``to_bcos(b=2, remove_biases=True, variant=...)`` and fine-tunes it with ``recipe``
+    (same data order, learning rate and seed), measuring test accuracy after every epoch. Returns the standard
+    model's accuracy and the runs.
+    """
+    import copy
+
+    import torchvision
+
+    from xai_plugins.bcos.convert import to_bcos
+
+    train_set, test_set = digits_datasets(size, seed=seed)
+    torch.manual_seed(seed)
+    standard = torchvision.models.resnet18(num_classes=10)
+    fit(standard, train_set, epochs=pretrain_epochs, lr=lr, batch_size=batch_size, seed=seed, encode=False)
+    standard_accuracy = accuracy(standard, test_set, encode=False)
+    results = []
+    for variant, recipe in runs:
+        torch.manual_seed(seed)
+        model = to_bcos(copy.deepcopy(standard), b=2, remove_biases=True, variant=variant)
+        curve = [accuracy(model, test_set, encode=True)]
+        bcosify_finetune(model, train_set, epochs=epochs, b=2.0, lr=lr, batch_size=batch_size, seed=seed,
+                         recipe=recipe,
+                         on_epoch=lambda _, m=model, c=curve: c.append(accuracy(m, test_set, encode=True)))
+        results.append(BcosificationRun(variant, recipe, curve))
+    return standard_accuracy, results
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m xai_plugins.bcos.train``: the full digits comparison, printed as accuracies in %."""
+    """``python -m xai_plugins.bcos.train``: the digits comparison (or, with ``--bcosify``, the B-cosification
+    comparison), printed as accuracies in %."""
     import argparse
 
     parser = argparse.ArgumentParser(description="B-cos CNN vs. the same standard CNN on scikit-learn's digits")
@@ -198,8 +328,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bcosify", action="store_true",
+                        help="instead: accuracy per epoch of B-cosifying a digits ResNet-18, paper vs ours")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.bcosify:
+        for seed in args.seeds:
+            standard, runs = compare_bcosification(epochs=args.epochs, seed=seed)
+            print(f"seed {seed}: standard ResNet-18 {standard:.2f}%")
+            for run in runs:
+                curve = "  ".join(f"{a:.2f}" for a in run.accuracy_per_epoch)
+                print(f"  variant={run.variant:<6} recipe={run.recipe:<5} accuracy per epoch (0 = converted): {curve}")
+        return
     for seed in args.seeds:
         results = compare_on_digits(size=args.size, epochs=args.epochs, lr=args.lr, seed=seed,
                                     batch_size=args.batch_size)

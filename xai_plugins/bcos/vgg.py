@@ -1,4 +1,4 @@
-"""B-cos VGG-11: B-cos convolutions with uncentered norms, average pooling and a convolutional classifier.
+"""B-cos VGG-11/13/16/19: B-cos convolutions with uncentered norms, average pooling and a convolutional classifier.
 
 As in B-cos v2, the three fully connected layers of VGG become a 7×7 and two 1×1 B-cos convolutions applied
 before global average pooling, so the model accepts any input size.
@@ -11,8 +11,15 @@ from torch import Tensor, nn
 from xai_plugins.bcos.layers import BcosConv2d, LogitLayer
 from xai_plugins.bcos.norms import make_norm
 
-VGG11_LAYOUT: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
-"""Configuration "A" of Simonyan and Zisserman: channel counts, "M" for a 2×2 pooling."""
+VGG_LAYOUTS: dict[int, tuple[int | str, ...]] = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+"""Configurations A, B, D and E of Simonyan and Zisserman by depth: channel counts, "M" for a 2×2 pooling."""
+
+VGG11_LAYOUT = VGG_LAYOUTS[11]
 
 
 class BcosVGG(nn.Module):
@@ -44,5 +51,20 @@ class BcosVGG(nn.Module):
 
 
 def bcos_vgg11(**kwargs: object) -> BcosVGG:
-    """B-cos VGG-11 (Böhle et al., B-cos v2)."""
-    return BcosVGG(VGG11_LAYOUT, **kwargs)
+    """B-cos VGG-11 with uncentered batch norms (the authors' ``vgg11_bnu``; Böhle et al., B-cos v2)."""
+    return BcosVGG(VGG_LAYOUTS[11], **kwargs)
+
+
+def bcos_vgg13(**kwargs: object) -> BcosVGG:
+    """B-cos VGG-13 with uncentered batch norms (the authors' ``vgg13_bnu``)."""
+    return BcosVGG(VGG_LAYOUTS[13], **kwargs)
+
+
+def bcos_vgg16(**kwargs: object) -> BcosVGG:
+    """B-cos VGG-16 with uncentered batch norms (the authors' ``vgg16_bnu``)."""
+    return BcosVGG(VGG_LAYOUTS[16], **kwargs)
+
+
+def bcos_vgg19(**kwargs: object) -> BcosVGG:
+    """B-cos VGG-19 with uncentered batch norms (the authors' ``vgg19_bnu``)."""
+    return BcosVGG(VGG_LAYOUTS[19], **kwargs)

@@ -16,19 +16,33 @@ from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
+from xai_plugins.bcos.encoding import encode_input
+from xai_plugins.bcos.explain import fold_encoded, needs_encoding, require_bcos_model
 from xai_plugins.bcos.mode import explanation_mode
 
 
 class BcosAttribution(GradientAttribution):
     """Contribution maps of a B-cos model: ``inputs × W(inputs)`` for the target logit.
 
-    The inputs are encoded images (``xai_plugins.bcos.encode_input``). Completeness: for each sample the
-    attributions sum to the target logit minus the logit bias; ``return_convergence_delta=True`` returns that
-    difference, computed the Captum way as ``Σ attributions - (F(inputs) - F(0))`` (a B-cos model maps a zero
-    input to its logit bias).
+    Args:
+        model: a B-cos network (``xai_plugins.bcos.create_model`` or ``to_bcos``); a model without B-cos layers
+            raises ``TypeError`` here, since its input × gradient carries none of the B-cos guarantees.
+
+    The inputs are encoded images (``xai_plugins.bcos.encode_input``) or the images themselves in [0, 1]: when
+    the model reads the 6-channel encoding and gets 3 channels, they are encoded here and the contributions of
+    ``x`` and ``1 - x`` are added per channel, so the attributions are shaped like the inputs and keep their
+    sum. Completeness: for each sample the attributions sum to the target logit minus the logit bias;
+    ``return_convergence_delta=True`` returns that difference, computed the Captum way as
+    ``Σ attributions - (F(inputs) - F(0))`` on what the model reads (a B-cos model maps a zero input to its
+    logit bias).
+
+    Example::
+
+        attr, delta = BcosAttribution(model).attribute(images, target=3, return_convergence_delta=True)
     """
 
     def __init__(self, model: nn.Module) -> None:
+        require_bcos_model(model, "BcosAttribution")
         super().__init__(model)
         self.model = model
 
@@ -37,7 +51,9 @@ class BcosAttribution(GradientAttribution):
                   return_convergence_delta: bool = False) -> TensorOrTupleOfTensorsGeneric | tuple[Any, Tensor]:
         """Contributions shaped like ``inputs``; with ``return_convergence_delta`` also the per-sample delta."""
         is_tuple = _is_tuple(inputs)
-        inputs_tuple = _format_tensor_into_tuples(inputs)
+        given = _format_tensor_into_tuples(inputs)
+        encoded = len(given) == 1 and needs_encoding(self.model, given[0])
+        inputs_tuple = (encode_input(given[0].detach()),) if encoded else given
         gradient_mask = apply_gradient_requirements(inputs_tuple, warn=False)
         try:
             with explanation_mode(self.model):
@@ -45,7 +61,8 @@ class BcosAttribution(GradientAttribution):
         finally:
             undo_gradient_requirements(inputs_tuple, gradient_mask)
         attributions = tuple(x.detach() * g for x, g in zip(inputs_tuple, gradients))
-        formatted = _format_output(is_tuple, attributions)
+        shown = (fold_encoded(attributions[0]),) if encoded else attributions
+        formatted = _format_output(is_tuple, shown)
         if not return_convergence_delta:
             return formatted
         start = tuple(torch.zeros_like(x) for x in inputs_tuple)
