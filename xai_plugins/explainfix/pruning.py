@@ -21,6 +21,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from xai_plugins.explainfix.channel_graph import analyse_channels, apply_plan
 from xai_plugins.explainfix.saliency import FilterSaliency, Objective, spatial_filter_saliency
 from xai_plugins.explainfix.spatial import spatial_convs
+from xai_plugins.model_state import explaining
 
 __all__ = ["PruneError", "PruneResult", "prune_spatial_filters", "trace_model"]
 
@@ -187,18 +188,13 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
                 conv.bias[(conv.weight.flatten(1) == 0).all(1)] = 0
 
     gm = trace_model(copy.deepcopy(zeroed))
-    modes = {m: m.training for m in gm.modules()}
     try:
-        gm.eval()
-        with torch.no_grad():
+        with explaining(gm, freeze=False, warn=False), torch.no_grad():
             ShapeProp(gm).propagate(example_input)
     except Exception as exc:  # noqa: BLE001 - report the example input problem clearly
         raise PruneError(f"could not run {type(model).__name__} on the example input of shape "
                          f"{tuple(example_input.shape)}: {type(exc).__name__}: {exc}; pass example_input= "
                          "with a valid input batch") from exc
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
     plan = analyse_channels(gm)
     with torch.no_grad():
         for target, channels in plan.silenced.items():
@@ -207,16 +203,8 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
             bn.bias[channels] = 0
     changed = apply_plan(gm, plan)
     gm.recompile()
-    zeroed_modes = {m: m.training for m in zeroed.modules()}
-    try:
-        zeroed.eval()
-        gm.eval()
+    with explaining(zeroed, freeze=False, warn=False), explaining(gm, freeze=False, warn=False):
         error = _relative_error(zeroed, gm, example_input)
-    finally:
-        for module, mode in zeroed_modes.items():
-            module.training = mode
-        for module, mode in modes.items():
-            module.training = mode
     return PruneResult(
         zeroed=zeroed, pruned=gm, fraction=fraction, zeroed_filters=count, total_filters=flat.numel(),
         parameters_before=sum(p.numel() for p in model.parameters()),
