@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -70,6 +71,34 @@ def test_saliency_weights_filters_by_their_absolute_gradient():
         nb = math.prod(layer.kernel_shape)
         coeffs = (conv.weight.detach().reshape(-1, nb) @ dct_basis(layer.kernel_shape).reshape(nb, nb).T).abs()
         assert torch.allclose(layer.basis, (w / w.sum()) @ coeffs, rtol=1e-4, atol=1e-7)
+    for raw, (name, conv) in zip(result.unnormalized(), spatial_convs(model)):  # the paper's, unnormalised
+        w = grads[name].flatten(2).sum(2).reshape(-1)
+        kernel = raw.kernel_shape
+        nb, d = math.prod(kernel), len(kernel)
+        coeffs = (conv.weight.detach().reshape(-1, nb) @ dct_basis(kernel).reshape(nb, nb).T).abs()
+        e_d = w @ coeffs
+        assert torch.allclose(raw.basis, e_d, rtol=1e-4, atol=1e-7)
+        e_1 = [torch.zeros(n) for n in kernel]        # the authors' back-projection, term by term
+        for j, freq in enumerate(itertools.product(*(range(n) for n in kernel))):
+            for axis, k in enumerate(freq):
+                e_1[axis][k] += e_d[j] ** (1 / d)
+        for axis in range(d):
+            assert torch.allclose(raw.axes[axis], e_1[axis], rtol=1e-4, atol=1e-6)
+
+
+def _authors_diagonal_order(n: int) -> list[int]:
+    """The authors' diagonal traversal with edges first, for a square n x n kernel (their key formula)."""
+    top = 2 * 2 * (n - 1)
+    z = 2 * (torch.arange(n)[:, None] + torch.arange(n)[None, :])
+    key = z * top / 2 - torch.flip((z - top / 2).abs(), dims=[1])
+    return torch.argsort(key.reshape(-1), stable=True).tolist()
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 11])
+def test_basis_by_frequency_follows_the_papers_diagonal_traversal(n):
+    from xai_plugins.explainfix import frequency_order
+
+    assert frequency_order((n, n)).tolist() == _authors_diagonal_order(n)
 
 
 def test_explain_steer_leaves_the_model_exactly_as_it_was():

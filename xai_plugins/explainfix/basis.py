@@ -61,12 +61,19 @@ def basis_frequencies(shape: int | tuple[int, ...] | torch.Size) -> torch.Tensor
     return torch.stack([g.reshape(-1) for g in grids], dim=1)
 
 
-def frequency_order(shape: int | tuple[int, ...] | torch.Size) -> torch.Tensor:
-    """Basis indices ordered from lowest to highest frequency.
+def frequency_order(shape: int | tuple[int, ...] | torch.Size, *, edges_first: bool = True) -> torch.Tensor:
+    """Basis indices ordered from lowest to highest frequency, as the paper's diagonal traversal.
 
-    The key is the sum over axes of the normalised frequency ``k_i / n_i`` (the diagonal traversal of the
-    paper, generalised to non-square and 1-D/3-D kernels); ties keep raster order.
+    Basis filters are grouped by the sum over axes of the normalised frequency ``k_i / n_i`` (one diagonal
+    of a square 2-D kernel per group, generalised to non-square and 1-D/3-D kernels). Inside a diagonal the
+    paper visits the edges first: the basis filters whose axes' frequencies differ most (largest
+    ``max_i k_i / n_i - min_i k_i / n_i``, for a square kernel ``|k_row - k_col|``) come before those
+    near the main diagonal; ties, and every diagonal with ``edges_first=False``, keep raster order.
     """
     dims = _as_shape(shape)
-    freqs = basis_frequencies(dims).to(torch.float64) / torch.tensor(dims, dtype=torch.float64)
-    return torch.argsort(freqs.sum(1), stable=True)
+    common = math.lcm(*dims)  # integer multiples of 1 / lcm: the diagonals are found exactly
+    freqs = basis_frequencies(dims) * torch.tensor([common // n for n in dims])
+    diagonal = freqs.sum(1)
+    spread = freqs.max(1).values - freqs.min(1).values if edges_first else torch.zeros(len(freqs), dtype=torch.long)
+    order = torch.argsort(-spread, stable=True)
+    return order[torch.argsort(diagonal[order], stable=True)]

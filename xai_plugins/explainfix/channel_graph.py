@@ -13,8 +13,16 @@ A channel is identically zero when a convolution's filters for it are all zero (
 and stays zero through operations that map zero to zero (ReLU, GELU, SiLU, tanh, pooling, sums of zero
 channels, products with a zero channel); a batch norm of a zero channel is silenced (scale and shift set to
 zero, in the zeroed model too) so that an emptied channel carries exactly zero instead of a constant.
-Removal slices parameters of convolutions, batch norms and linear layers; the graph itself is unchanged
-because the remaining operations adapt to the channel count.
+Removal slices parameters of convolutions, batch norms and linear layers; the remaining operations adapt
+to the channel count.
+
+A channel that must stay (a residual-stream channel some block still reads or writes) is still cut out of
+every convolution or linear layer that does not use it (``partial=True``): a reader whose weights on it
+are zero (or that receives it identically zero) gets its input through ``index_select`` of the channels it
+uses, and a convolution whose filters for an output channel are all zero computes only its other outputs,
+scattered back into the stream's width with exact zeros (:func:`scatter_channels`). So every all-zero
+output row and input column of every convolution goes, which is the largest reduction that slicing can
+make without changing the zeroed model's function.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["ChannelPlan", "analyse_channels", "apply_plan"]
+__all__ = ["ChannelPlan", "analyse_channels", "apply_plan", "scatter_channels"]
 
 _ZERO_KEEPING_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish,
@@ -73,6 +81,8 @@ class ChannelPlan:
     vars: dict[str, list[int]]
     removed: set[int]
     slices: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """Per module: the original channel indices it keeps (``in``/``out``/``tied``), and for convolutions and
+    linear layers the indices of the tensor it reads (``in_width``) and writes (``out_width``) after removal."""
     silenced: dict[str, list[int]] = field(default_factory=dict)
 
 
@@ -123,8 +133,9 @@ def _is_zero(t: torch.Tensor | None) -> torch.Tensor | None:
 class _Analysis:
     """One pass over the graph in topological order, then the choice of removable variables."""
 
-    def __init__(self, gm: fx.GraphModule) -> None:
+    def __init__(self, gm: fx.GraphModule, partial: bool = True) -> None:
         self.gm = gm
+        self.partial = partial
         self.uf = _UnionFind()
         self.vars: dict[fx.Node, list[int] | None] = {}
         self.zero: dict[fx.Node, list[bool] | None] = {}
@@ -136,6 +147,7 @@ class _Analysis:
             if node.op == "call_module":
                 self.calls[node.target] = self.calls.get(node.target, 0) + 1
         self.conv_io: dict[str, tuple[list[int], list[int]]] = {}
+        self.masks: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.tied: dict[str, list[int]] = {}
         self.linear_in: dict[str, list[int]] = {}
         self.silenced: dict[str, list[int]] = {}
@@ -220,6 +232,7 @@ class _Analysis:
             self.fresh(node, pin=False)
             self.zero[node] = (filt_zero.all(1) & bias_zero).tolist()
             self.conv_io[node.target] = (src_vars, self.vars[node])
+            self.masks[node.target] = (filt_zero, torch.tensor(src_zero, dtype=torch.bool), bias_zero)
         elif module.groups == module.in_channels == module.out_channels:
             self.vars[node] = list(src_vars)
             self.zero[node] = [bool(bias_zero[k]) and (bool(filt_zero[k, 0]) or src_zero[k])
@@ -335,6 +348,25 @@ class _Analysis:
         self.vars[node] = [v for p in parts for v in self.vars[p]]
         self.zero[node] = [z for p in parts for z in self.zero[p]]
 
+    def _used_part(self, target: str, width_in: list[int], width_out: list[int]) -> tuple[list[int], list[int]]:
+        """The output rows and input columns a convolution has to compute, of those it writes and reads.
+
+        A row is dropped when its filters on every input that is not identically zero are zero and its
+        bias is zero (its output is exactly zero, so a scatter restores it); then a column is dropped when
+        its input is identically zero or the filters of every remaining row on it are zero. No remaining
+        row or column is all zero afterwards, and the kept part computes exactly what the full one does.
+        """
+        if not self.partial:
+            return width_out, width_in
+        filt_zero, src_zero, bias_zero = self.masks[target]
+        live_in = torch.tensor(width_in, dtype=torch.long)
+        live_in = live_in[~src_zero[live_in]]
+        row_zero = filt_zero[:, live_in].all(1) & bias_zero
+        rows = [k for k in width_out if not row_zero[k]] or width_out[:1]
+        col_zero = filt_zero[rows].all(0) | src_zero
+        cols = [k for k in width_in if not col_zero[k]] or width_in[:1]
+        return rows, cols
+
     # -- the pass -------------------------------------------------------------------------------------
     def run(self) -> ChannelPlan:
         for node in self.gm.graph.nodes:
@@ -360,24 +392,69 @@ class _Analysis:
         def keep(vs: list[int]) -> list[int]:
             return [k for k, v in enumerate(vs) if find(v) not in removable]
 
+        unused = {(u.target, u.index) for u in self.uses if u.zero} if self.partial else set()
         slices: dict[str, dict[str, list[int]]] = {}
         for target, (vin, vout) in self.conv_io.items():
-            slices[target] = {"in": keep(vin), "out": keep(vout)}
+            width_in, width_out = keep(vin), keep(vout)
+            rows, cols = self._used_part(target, width_in, width_out)
+            slices[target] = {"in": cols, "out": rows, "in_width": width_in, "out_width": width_out}
         for target, vs in self.tied.items():
             slices[target] = {"tied": keep(vs)}
         for target, vs in self.linear_in.items():
-            slices[target] = {"in": keep(vs)}
+            width_in = keep(vs)
+            slices[target] = {"in": [k for k in width_in if (target, k) not in unused] or width_in[:1],
+                              "in_width": width_in}
         named = {node.name: [find(v) for v in (self.vars.get(node) or [])] for node in self.gm.graph.nodes}
         return ChannelPlan(named, removable, slices, self.silenced)
 
 
-def analyse_channels(gm: fx.GraphModule) -> ChannelPlan:
+def analyse_channels(gm: fx.GraphModule, *, partial: bool = True) -> ChannelPlan:
     """Assign channel variables, propagate zero channels, silence emptied batch norms, choose removals.
 
     ``gm`` must carry shapes (``ShapeProp``). Batch norms of zero channels are silenced in ``gm`` itself;
     the plan lists them (``plan.silenced``) so the caller silences the same channels in its zeroed model.
+    With ``partial`` a layer also drops the kept channels it does not use (see the module docstring).
     """
-    return _Analysis(gm).run()
+    return _Analysis(gm, partial).run()
+
+
+def scatter_channels(y: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    """Channel ``j`` of the result is ``y[:, mapping[j]]``, or exact zero where ``mapping[j] == y.shape[1]``.
+
+    Written with ``cat`` and ``index_select`` only, so torch.fx can trace a model that calls it.
+    """
+    return torch.index_select(torch.cat([y, torch.zeros_like(y[:, :1])], 1), 1, mapping)
+
+
+def _module_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
+    return {node.target: node for node in gm.graph.nodes if node.op == "call_module"}
+
+
+def _index_buffer(gm: fx.GraphModule, kind: str, target: str, index: list[int]) -> str:
+    name = f"_{kind}_{target.replace('.', '_')}"
+    gm.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
+    return name
+
+
+def _gather_input(gm: fx.GraphModule, node: fx.Node, width: list[int], kept: list[int]) -> None:
+    """Feed ``node`` only the channels ``kept`` of its input, which carries the channels ``width``."""
+    position = {k: j for j, k in enumerate(width)}
+    name = _index_buffer(gm, "gather", node.target, [position[k] for k in kept])
+    with gm.graph.inserting_before(node):
+        index = gm.graph.get_attr(name)
+        gathered = gm.graph.call_function(torch.index_select, (node.args[0], 1, index))
+    node.args = (gathered, *node.args[1:])
+
+
+def _scatter_output(gm: fx.GraphModule, node: fx.Node, width: list[int], kept: list[int]) -> None:
+    """Widen the output of ``node`` (the channels ``kept``) back to the channels ``width``, zeros elsewhere."""
+    position = {k: j for j, k in enumerate(kept)}
+    name = _index_buffer(gm, "scatter", node.target, [position.get(k, len(kept)) for k in width])
+    with gm.graph.inserting_after(node):
+        index = gm.graph.get_attr(name)
+    with gm.graph.inserting_after(index):
+        widened = gm.graph.call_function(scatter_channels, (node, index))
+    node.replace_all_uses_with(widened, delete_user_cb=lambda user: user is not widened)
 
 
 def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
@@ -392,10 +469,17 @@ def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) ->
 
 
 def apply_plan(gm: fx.GraphModule, plan: ChannelPlan) -> dict[str, tuple[int, int]]:
-    """Slice the modules of ``gm`` as planned; returns ``{module: (channels before, after)}`` of changes."""
+    """Slice the modules of ``gm`` as planned, with gathers and scatters where a layer uses only some of the
+    channels it reads or writes; returns ``{module: (channels before, after)}`` of the changed modules.
+    Call ``gm.recompile()`` afterwards."""
     changed: dict[str, tuple[int, int]] = {}
+    nodes = _module_nodes(gm)
     for target, spec in plan.slices.items():
         module = gm.get_submodule(target)
+        if "in_width" in spec and spec["in"] != spec["in_width"]:
+            _gather_input(gm, nodes[target], spec["in_width"], spec["in"])
+        if "out_width" in spec and spec["out"] != spec["out_width"]:
+            _scatter_output(gm, nodes[target], spec["out_width"], spec["out"])
         if isinstance(module, nn.modules.conv._ConvNd) and "out" in spec:
             before = module.out_channels
             out_idx, in_idx = torch.tensor(spec["out"]), torch.tensor(spec["in"])

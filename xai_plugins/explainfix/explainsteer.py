@@ -4,9 +4,10 @@ For a layer with flattened spatial filters ``F`` (one row per filter) and per-fi
 energy on basis filter ``j`` is ``e_d[j] = sum_f w_f |(F B^T)[f, j]|`` (``B`` the orthonormal DCT-II basis).
 Without saliency every filter weighs ``1 / #filters``; with saliency ``w_f`` is the summed absolute gradient
 of the objective with respect to filter ``f`` over the batches of a loader, normalised to sum to one per
-layer (the paper leaves it unnormalised; normalising makes layers comparable and changes no ordering within
-a layer). From ``e_d`` come the energy per 1-D frequency of each axis (``e_1``: basis energies raised to
-``1/d`` and summed over the other axes, as in the paper), by frequency (``e_0``, the sum of the axes'
+layer (normalising makes layers comparable and changes no ordering within a layer); the paper's
+unnormalised spectra are :meth:`SpectraResult.unnormalized`. From ``e_d`` come the energy per 1-D
+frequency of each axis (``e_1``: basis energies raised to ``1/d`` and summed over the other axes, as in the
+paper), by frequency (``e_0``, the sum of the axes'
 ``e_1``; axes of different sizes are zero-padded, so non-square kernels work) and, for 2-D kernels, by
 orientation of the frequency vector ``(k_row / n_row, k_col / n_col)``.
 """
@@ -42,11 +43,25 @@ class LayerSpectrum:
     """``e_0``: energy per frequency index, the axes' ``e_1`` summed (zero-padded to the longest axis)."""
     orientation: torch.Tensor | None
     """2-D kernels: energy of non-constant basis filters per orientation bin; ``None`` otherwise."""
+    saliency_total: float = 1.0
+    """Sum of the layer's saliency weights before they were normalised (1 without saliency)."""
 
     @property
     def basis_by_frequency(self) -> torch.Tensor:
-        """``e_d`` reordered from low to high frequency (the paper's diagonal traversal)."""
+        """``e_d`` reordered from low to high frequency (the paper's diagonal traversal, edges first)."""
         return self.basis[frequency_order(self.kernel_shape)]
+
+    def unnormalized(self) -> LayerSpectrum:
+        """The spectra with the raw saliency weights (summed absolute gradients), as the paper computes them.
+
+        ``e_d`` and the orientation energies are linear in the weights, ``e_1`` and ``e_0`` homogeneous of
+        degree ``1/d``, so they are rescaled exactly by ``saliency_total`` and its ``d``-th root.
+        """
+        t = self.saliency_total
+        root = t ** (1.0 / len(self.kernel_shape))
+        return LayerSpectrum(self.name, self.kernel_shape, self.basis * t, [a * root for a in self.axes],
+                             self.frequency * root, None if self.orientation is None else self.orientation * t,
+                             1.0)
 
 
 @dataclass
@@ -65,6 +80,11 @@ class SpectraResult:
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    def unnormalized(self) -> SpectraResult:
+        """Every layer's spectra with the raw saliency weights (see :meth:`LayerSpectrum.unnormalized`)."""
+        return SpectraResult([layer.unnormalized() for layer in self.layers], self.saliency, self.num_samples,
+                             self.orientation_edges)
 
     @property
     def names(self) -> list[str]:
@@ -90,11 +110,12 @@ def layer_spectrum(name: str, filters: torch.Tensor, weights: torch.Tensor | Non
     flat = filters.detach().reshape(-1, nb).to(torch.float32)
     basis = dct_basis(kernel, device=flat.device).reshape(nb, nb)
     coeffs = (flat @ basis.T).abs_()
+    total = 1.0
     if weights is None:
         e_d = (torch.full((coeffs.shape[0],), 1.0 / coeffs.shape[0], device=coeffs.device) @ coeffs).cpu()
     else:
         w = weights.detach().reshape(-1).to(device=flat.device, dtype=torch.float32)
-        total = w.sum()
+        total = float(w.sum())
         w = w / total if total > 0 else torch.zeros_like(w)
         e_d = (w @ coeffs).cpu()
     root = e_d.reshape(kernel) ** (1.0 / d)
@@ -106,7 +127,7 @@ def layer_spectrum(name: str, filters: torch.Tensor, weights: torch.Tensor | Non
     if bins is not None:
         keep = bins >= 0
         orientation = torch.zeros(len(orientation_edges) - 1).index_add_(0, bins[keep], e_d[keep])
-    return LayerSpectrum(name, kernel, e_d, axes, e_0, orientation)
+    return LayerSpectrum(name, kernel, e_d, axes, e_0, orientation, total)
 
 
 def explain_steer(model: nn.Module, loader: Iterable[Any] | None = None, *, max_batches: int | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +76,27 @@ def resolve_initializer(method: str | Initializer, **kwargs: Any) -> tuple[str, 
     return method, component, kwargs
 
 
-def fix_spatial_filters(model: nn.Module, method: str | Initializer = "dct_steered", seed: int = 0,
-                        **kwargs: Any) -> FixReport:
+def _chosen_layers(count: int, layers: Any, seed: int) -> list[int]:
+    """Indices of the spatial layers to fix: all, the n-th, several, or a random share of them."""
+    if layers is None:
+        return list(range(count))
+    if isinstance(layers, bool):
+        raise TypeError("layers must be None, a layer index, a list of indices or a share in (0, 1], not a bool")
+    if isinstance(layers, float):
+        if not 0 < layers <= 1:
+            raise ValueError(f"a share of layers must be in (0, 1], got {layers}")
+        chosen = torch.randperm(count, generator=torch.Generator().manual_seed(int(seed)))
+        return sorted(chosen[:max(1, round(layers * count))].tolist())
+    indices = [layers] if isinstance(layers, int) else list(layers)
+    bad = [i for i in indices if not isinstance(i, int) or isinstance(i, bool) or not -count <= i < count]
+    if bad or not indices:
+        raise ValueError(f"layer indices {bad or indices} are not spatial layers of the model; it has {count} "
+                         f"(0 .. {count - 1}, negative from the end)")
+    return sorted({i % count for i in indices})
+
+
+def fix_spatial_filters(model: nn.Module, method: str | Initializer = "dct_steered", seed: int = 0, *,
+                        layers: int | float | Sequence[int] | None = None, **kwargs: Any) -> FixReport:
     """Initialise every spatial convolution of ``model`` with ``method`` and freeze it, in place.
 
     Spatial convolutions are Conv1d/2d/3d with a kernel larger than one element (depthwise included); their
@@ -86,16 +105,26 @@ def fix_spatial_filters(model: nn.Module, method: str | Initializer = "dct_steer
     or a callable ``init(shape, generator=None)``; ``kwargs`` go to the initializer (to the factory for
     ``guided_steered``, e.g. ``source=trained_model``). The same ``seed`` gives the same filters. New weights
     are all computed before any is written, so on error the model is unchanged.
+
+    ``layers`` fixes only some spatial layers (the paper's partial fixing): an index (the n-th spatial
+    convolution in module order, negative from the end), a list of indices, or a share in ``(0, 1]`` (that
+    many layers, rounded, at least one, drawn at random with ``seed``); the others are left as they are.
+    An initializer with ``per_layer = True`` (the fitted ones of :mod:`~.guided`) is called with
+    ``layer=`` the index of the convolution among the model's spatial convolutions.
     """
-    convs = spatial_convs(model)
+    every = spatial_convs(model)
+    convs = [every[i] for i in _chosen_layers(len(every), layers, seed)]
+    index = {id(conv): i for i, (_, conv) in enumerate(every)}
     name, init, init_kwargs = resolve_initializer(method, **kwargs)
     generator = torch.Generator().manual_seed(int(seed))
     trainable_before = _trainable(model)
     new_weights: dict[int, torch.Tensor] = {}
+    per_layer = bool(getattr(init, "per_layer", False))
     for _, conv in convs:
         if id(conv.weight) in new_weights:
             continue
-        weight = init(tuple(conv.weight.shape), generator=generator, **init_kwargs)
+        layer_kwargs = {"layer": index[id(conv)]} if per_layer else {}
+        weight = init(tuple(conv.weight.shape), generator=generator, **layer_kwargs, **init_kwargs)
         if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != tuple(conv.weight.shape):
             got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
             raise ValueError(f"initializer {name!r} returned {got} for weight shape {tuple(conv.weight.shape)}; "

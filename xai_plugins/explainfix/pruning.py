@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from xai_plugins.explainfix.channel_graph import analyse_channels, apply_plan
+from xai_plugins.explainfix.refill import refill_zeroed_filters
 from xai_plugins.explainfix.saliency import FilterSaliency, Objective, spatial_filter_saliency
 from xai_plugins.explainfix.spatial import spatial_convs
+from xai_plugins.model_state import explaining
 
 __all__ = ["PruneError", "PruneResult", "prune_spatial_filters", "trace_model"]
 
@@ -31,7 +33,7 @@ class PruneError(ValueError):
 
 @dataclass
 class PruneResult:
-    """The zeroed model, the physically smaller model computing the same function, and what changed."""
+    """The zeroed model, the physically smaller model computing the zeroed model's function, what changed."""
 
     zeroed: nn.Module
     pruned: fx.GraphModule
@@ -45,7 +47,9 @@ class PruneResult:
     silenced: dict[str, list[int]] = field(default_factory=dict)
     """Batch norms whose emptied channels were silenced (scale and shift set to zero)."""
     max_relative_error: float = 0.0
-    """``max |pruned(x) - zeroed(x)| / max |zeroed(x)|`` on the example input."""
+    """``max |pruned(x) - zeroed(x)| / max |zeroed(x)|`` on the example input (before any refill)."""
+    refilled: int = 0
+    """Weight entries of ``pruned`` re-initialised by ``refill``."""
 
     def __str__(self) -> str:
         saved = 1 - self.parameters_after / max(self.parameters_before, 1)
@@ -147,7 +151,8 @@ def _relative_error(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
 def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[Any] | None = None, *,
                           saliency: FilterSaliency | Sequence[torch.Tensor] | None = None,
                           max_batches: int | None = None, objective: Objective | None = None,
-                          example_input: torch.Tensor | None = None) -> PruneResult:
+                          example_input: torch.Tensor | None = None, partial: bool = True,
+                          refill: str | Callable[..., torch.Tensor] | None = None, seed: int = 0) -> PruneResult:
     """ChannelPrune of ExplainFix: zero the ``fraction`` least salient spatial filters, remove empty channels.
 
     Saliency of a spatial filter ``W[o, i]`` is ``sum |W * dL/dW|`` over its kernel, accumulated over the
@@ -157,7 +162,13 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
     silenced: its convolution bias, and the scale and shift of a batch norm it passes through, are set to
     zero (in both returned models), so it carries exactly zero rather than a constant. Empty channels and
     channels no consumer reads any more are removed through batch norms, activations, residual sums,
-    products and concatenations. ``example_input`` (default: two inputs from
+    products and concatenations. With ``partial`` (default) a channel that has to stay, such as a
+    residual-stream channel some block still uses, is also cut out of every block that does not read or
+    write it (see :mod:`~.channel_graph`), so every all-zero row and column of every convolution goes.
+    ``refill`` (``"fill_zero"``, the paper's FillZero, or an initializer name or callable for a reset)
+    re-initialises the zero filters left in ``result.pruned`` with ``seed``, as the authors do before
+    fine-tuning; ``max_relative_error`` is measured before that, and afterwards the pruned model no longer
+    computes the zeroed model's function. ``example_input`` (default: two inputs from
     ``loader``, or zeros of 64 pixels per side) drives shape propagation and the equality check, and is
     run in eval mode. ``model`` itself is never changed; fine-tune ``result.pruned`` afterwards as the paper
     does. Raises ``ValueError`` for a fraction outside ``[0, 1)``, and :class:`PruneError` naming the module
@@ -187,19 +198,14 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
                 conv.bias[(conv.weight.flatten(1) == 0).all(1)] = 0
 
     gm = trace_model(copy.deepcopy(zeroed))
-    modes = {m: m.training for m in gm.modules()}
     try:
-        gm.eval()
-        with torch.no_grad():
+        with explaining(gm, freeze=False, warn=False), torch.no_grad():
             ShapeProp(gm).propagate(example_input)
     except Exception as exc:  # noqa: BLE001 - report the example input problem clearly
         raise PruneError(f"could not run {type(model).__name__} on the example input of shape "
                          f"{tuple(example_input.shape)}: {type(exc).__name__}: {exc}; pass example_input= "
                          "with a valid input batch") from exc
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
-    plan = analyse_channels(gm)
+    plan = analyse_channels(gm, partial=partial)
     with torch.no_grad():
         for target, channels in plan.silenced.items():
             bn = zeroed.get_submodule(target)
@@ -207,18 +213,11 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
             bn.bias[channels] = 0
     changed = apply_plan(gm, plan)
     gm.recompile()
-    zeroed_modes = {m: m.training for m in zeroed.modules()}
-    try:
-        zeroed.eval()
-        gm.eval()
+    with explaining(zeroed, freeze=False, warn=False), explaining(gm, freeze=False, warn=False):
         error = _relative_error(zeroed, gm, example_input)
-    finally:
-        for module, mode in zeroed_modes.items():
-            module.training = mode
-        for module, mode in modes.items():
-            module.training = mode
+    refilled = refill_zeroed_filters(gm, refill, seed) if refill is not None else 0
     return PruneResult(
         zeroed=zeroed, pruned=gm, fraction=fraction, zeroed_filters=count, total_filters=flat.numel(),
         parameters_before=sum(p.numel() for p in model.parameters()),
         parameters_after=sum(p.numel() for p in gm.parameters()), channels=changed, silenced=plan.silenced,
-        max_relative_error=error)
+        max_relative_error=error, refilled=refilled)

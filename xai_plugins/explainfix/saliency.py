@@ -3,7 +3,8 @@
 The gradients are taken with respect to detached copies of the spatial weights passed in through
 :func:`torch.func.functional_call`, so ``requires_grad`` of the model's parameters is never read or
 written (a frozen, fixed filter gets its saliency like any other). The model runs in eval mode (batch-norm
-statistics are not updated) and its training flags are restored afterwards, also on error.
+statistics are not updated) and its training flags are restored afterwards, also on error
+(:func:`xai_plugins.model_state.explaining`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from torch.func import functional_call
 
 from xai_plugins.explainfix.spatial import spatial_convs
+from xai_plugins.model_state import explaining
 
 __all__ = ["FilterSaliency", "default_objective", "spatial_filter_saliency"]
 
@@ -91,10 +93,8 @@ def spatial_filter_saliency(model: nn.Module, loader: Iterable[Any], *, max_batc
     unique = list(dict.fromkeys(params))
     grad_sum: dict[str, torch.Tensor | None] = {n: None for n in unique}
     taylor_sum: dict[str, torch.Tensor | None] = {n: None for n in unique}
-    modes = {m: m.training for m in model.modules()}
     samples = 0
-    try:
-        model.eval()
+    with explaining(model, "spatial filter saliency", freeze=False, warn=False):
         weights = dict(model.named_parameters(remove_duplicate=False))
         for inputs, targets in _batches(loader, max_batches):
             device = next(iter(weights.values())).device if weights else inputs.device
@@ -115,9 +115,6 @@ def spatial_filter_saliency(model: nn.Module, loader: Iterable[Any], *, max_batc
                     grad_sum[n] = gs if grad_sum[n] is None else grad_sum[n] + gs
                     taylor_sum[n] = ts if taylor_sum[n] is None else taylor_sum[n] + ts
             samples += int(inputs.shape[0])
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
     if samples == 0:
         raise ValueError("the loader yielded no batches; saliency needs at least one batch of inputs")
     return FilterSaliency([n for n, _ in convs], [grad_sum[p] for p in params], [taylor_sum[p] for p in params],

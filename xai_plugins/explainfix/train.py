@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from xai_plugins.explainfix.fixing import fix_spatial_filters
 from xai_plugins.explainfix.pruning import prune_spatial_filters
+from xai_plugins.model_state import explaining
 
 __all__ = ["build_resnet", "digits_datasets", "evaluate", "main", "run_experiment", "train_epochs"]
 
@@ -86,14 +87,12 @@ def train_epochs(model: nn.Module, loader: DataLoader, epochs: int, lr: float = 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader) -> float:
     """Top-1 accuracy in percent (eval mode; the mode is restored)."""
-    was = model.training
-    model.eval()
     correct = total = 0
-    for batch in loader:
-        x, y = _xy(batch)
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += len(y)
-    model.train(was)
+    with explaining(model, freeze=False, warn=False):
+        for batch in loader:
+            x, y = _xy(batch)
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
     return 100.0 * correct / max(total, 1)
 
 
