@@ -50,37 +50,78 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in rows) else 0
 
 
+NO_WEIGHTS_WARNING = ("xai-plugins: WARNING: no --weights given: this explains a model with RANDOM weights, "
+                      "which says nothing about your trained model. Pass --weights FILE (a saved state dict).")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Explain one image with one method and save the picture."""
-    _threads(args)
+    """Explain one image with one method and save the picture; every input is checked before the model is
+    built."""
+    import sys
+
     from xai_plugins_workbench.explain import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
         build_model,
+        check_method,
         explain_image,
+        input_encoding,
         load_image,
-        save_figure,
+        load_weights,
+        parse_model_spec,
+        prepare_inputs,
     )
 
-    model = build_model(args.model, Path(args.weights) if args.weights else None, args.num_classes)
-    image, inputs = load_image(Path(args.image), args.size, args.normalize)
-    low, high = 0.0, 1.0
-    if args.normalize == "imagenet":
-        import torch
-
-        mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        low, high = ((0 - mean) / std).expand_as(inputs), ((1 - mean) / std).expand_as(inputs)
-    kwargs = {}
+    spec = parse_model_spec(args.model)
+    check_method(args.method)
+    image = load_image(Path(args.image), args.size)
+    state = load_weights(Path(args.weights)) if args.weights else None
+    _threads(args)
+    model = build_model(spec, state, args.num_classes)
+    if state is None and not spec.holds_weights:
+        print(NO_WEIGHTS_WARNING, file=sys.stderr)
+    encoding = input_encoding(model, spec)
+    inputs, low, high = prepare_inputs(image, args.normalize, encoding)
+    kwargs: dict[str, object] = {}
     if args.method in ("lrp", "captum-lrp"):
         kwargs["canonize"] = not args.no_canonize
     if args.method == "lrp":
         kwargs.update(composite=args.composite, low=low, high=high)
     explanation = explain_image(model, image, inputs, args.target, args.method, **kwargs)
-    title = args.method if args.method != "lrp" else f"LRP {args.composite}" + (
-        "" if args.no_canonize else " + canonizers")
+    from xai_plugins_workbench.explain_figure import save_figure
+
+    title = figure_title(model, args, random_weights=state is None and not spec.holds_weights)
     path = save_figure(explanation, Path(args.output), title)
     print(f"explained class {explanation.target} (predicted {explanation.predicted}) -> {path.resolve()}")
     return 0
+
+
+def figure_title(model: object, args: argparse.Namespace, random_weights: bool) -> str:
+    """The method with its composite and the canonizers it used, the model, and a mark for random weights."""
+    method = args.method
+    if method in ("lrp", "captum-lrp"):
+        if args.no_canonize:
+            canon = "no canonizers"
+        else:
+            from xai_plugins_zennit import canonizers_for
+
+            names = ([type(getattr(c, "canonizer", c)).__name__ for c in canonizers_for(model)]
+                     if method == "lrp" else ["canonized()"])
+            canon = "canonizers: " + (", ".join(names) or "none needed")
+        method = (f"Zennit LRP {args.composite}" if method == "lrp" else "Captum LRP") + f", {canon}"
+    return f"{method} | {args.model}" + (" | RANDOM WEIGHTS" if random_weights else "")
+
+
+def _class_index(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; a class index is 0 or more")
+    return value
+
+
+def _size(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; pass a size in pixels, or 0 to keep the image size")
+    return value
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -134,19 +175,28 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("explain", help="explain your own model and image, save a PNG")
-    p.add_argument("--model", required=True, help="torchvision:NAME, registry:NAME or checkpoint:RECIPE")
-    p.add_argument("--weights", help="state dict (.safetensors, or a torch file loaded with weights_only)")
-    p.add_argument("--num-classes", type=int, help="classifier size (default: read from the weights)")
+    p = subparsers.add_parser(
+        "explain", help="explain your own model and image, save a PNG",
+        description="Explain one image with one method and save input, attribution and overlay as a PNG. "
+                    "--model is torchvision:NAME, timm:NAME, registry:NAME (xai-plugins list --kind model), "
+                    "checkpoint:RECIPE, package.module:builder (your own builder) or a TorchScript file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="the model (forms above), e.g. torchvision:resnet50")
+    p.add_argument("--weights", help="state dict of the model (.safetensors, or torch.save(model.state_dict())); "
+                   "without it the model has random weights")
+    p.add_argument("--num-classes", type=int, help="classifier size (default: read from --weights)")
     p.add_argument("--image", required=True, help="image file (PNG, JPEG, ...)")
-    p.add_argument("--method", default="lrp", help="lrp, captum-lrp, gradient or a registered attributor")
+    p.add_argument("--method", default="lrp", help="lrp, captum-lrp, gradient, input_x_gradient or a registered "
+                   "attributor (xai-plugins list --kind attributor)")
     p.add_argument("--composite", default="epsilon_gamma_box", choices=COMPOSITES, help="Zennit composite for lrp")
     p.add_argument("--no-canonize", action="store_true", help="LRP without canonizers")
-    p.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
-    p.add_argument("--size", type=int, default=224, help="resize + centre-crop to this size (0: keep)")
-    p.add_argument("--normalize", default="imagenet", choices=("imagenet", "none"))
-    p.add_argument("-o", "--output", default="explanation.png", help="output PNG")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--target", type=_class_index, help="class to explain (default: the predicted class)")
+    p.add_argument("--size", type=_size, default=224, help="resize + centre-crop to this size (0: keep)")
+    p.add_argument("--normalize", default="auto", choices=("auto", "imagenet", "none"),
+                   help="input normalisation; auto: ImageNet statistics, or the model's own input encoding "
+                        "(B-cos [x, 1-x]) where its plugin declares one")
+    p.add_argument("-o", "--output", default="explanation.png", help="output PNG file")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_explain)
 
     p = subparsers.add_parser("search", help="LRP composite hyperparameter search (gamma per layer group)")
