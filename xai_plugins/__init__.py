@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xai_plugins._version import distribution_version
 from xai_plugins.errors import (
     ComponentNotFoundError,
     DuplicateComponentError,
@@ -19,7 +20,7 @@ from xai_plugins.errors import (
 from xai_plugins.hookspecs import hookimpl
 from xai_plugins.registry import Component, PluginRecord, get_registry, reset_registry
 
-__version__ = "0.1.0"
+__version__ = distribution_version("xai-plugins")
 
 __all__ = [
     "Component",

@@ -19,6 +19,11 @@ from xai_plugins import registry as _registry
 from xai_plugins.errors import ComponentNotFoundError, XaiPluginsError
 
 COMMANDS_GROUP = "xai_plugins.commands"
+OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
+    name: ("xai-plugins-workbench", "xai-plugins[workbench]")
+    for name in ("demo", "evaluate", "explain", "search", "invariance")
+}
+"""Subcommands that live in another distribution: (distribution, what to pip install)."""
 
 
 class UsageError(XaiPluginsError):
@@ -121,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with the core subcommands and those of installed command entry points."""
     parser = _Parser(prog="xai-plugins", description="Explanation research for Captum and Zennit, as plugins.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("list", help="list registered components by family")
     p.add_argument("--kind", choices=_registry.KINDS, help="only this family")
@@ -141,9 +147,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from xai_plugins import __version__
+
+    return __version__
+
+
+def _missing_distribution(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The one-line message for a subcommand whose distribution is not installed, or None."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in OPTIONAL_COMMANDS:
+        return None
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if command in sub.choices:
+        return None
+    distribution, install = OPTIONAL_COMMANDS[command]
+    return (f"'{command}' comes with the {distribution} distribution, which is not installed; "
+            f"pip install \"{install}\"")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    missing = _missing_distribution(parser, argv)
+    if missing:
+        print(f"xai-plugins: error: {missing}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -74,14 +74,6 @@ def test_explain_command_on_a_torchvision_model(tmp_path, capsys):
     assert code == 0
 
 
-def test_explain_errors_name_the_fix(tmp_path):
-    with pytest.raises(ValueError, match="must be torchvision:NAME, registry:NAME or checkpoint:RECIPE"):
-        _run(["explain", "--model", "resnet50", "--image", "x.png"])
-    with pytest.raises(FileNotFoundError, match="weights file .* does not exist"):
-        _run(["explain", "--model", "torchvision:resnet18", "--weights", str(tmp_path / "no.pt"),
-              "--image", "x.png"])
-
-
 def test_demo_writes_figure_and_report(checkpoint_dir, tmp_path):
     from xai_plugins_workbench.demo import run_demo
 

@@ -2,4 +2,6 @@
 implementation-invariance report and the demo. It uses Captum and Zennit through the adapters, which is why
 it lives outside the core package."""
 
-__version__ = "0.1.0"
+from xai_plugins._version import distribution_version
+
+__version__ = distribution_version("xai-plugins-workbench")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from xai_plugins_workbench.cli_help import DefaultsFormatter, LazyChoices
+
 
 def _threads(args: argparse.Namespace) -> None:
     """Use ``--threads`` torch CPU threads (default 1: the benchmark models are small, and one thread is
@@ -50,37 +52,78 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in rows) else 0
 
 
+NO_WEIGHTS_WARNING = ("xai-plugins: WARNING: no --weights given: this explains a model with RANDOM weights, "
+                      "which says nothing about your trained model. Pass --weights FILE (a saved state dict).")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Explain one image with one method and save the picture."""
-    _threads(args)
+    """Explain one image with one method and save the picture; every input is checked before the model is
+    built."""
+    import sys
+
     from xai_plugins_workbench.explain import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
         build_model,
+        check_method,
         explain_image,
+        input_encoding,
         load_image,
-        save_figure,
+        load_weights,
+        parse_model_spec,
+        prepare_inputs,
     )
 
-    model = build_model(args.model, Path(args.weights) if args.weights else None, args.num_classes)
-    image, inputs = load_image(Path(args.image), args.size, args.normalize)
-    low, high = 0.0, 1.0
-    if args.normalize == "imagenet":
-        import torch
-
-        mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        low, high = ((0 - mean) / std).expand_as(inputs), ((1 - mean) / std).expand_as(inputs)
-    kwargs = {}
+    spec = parse_model_spec(args.model)
+    check_method(args.method)
+    image = load_image(Path(args.image), args.size)
+    state = load_weights(Path(args.weights)) if args.weights else None
+    _threads(args)
+    model = build_model(spec, state, args.num_classes)
+    if state is None and not spec.holds_weights:
+        print(NO_WEIGHTS_WARNING, file=sys.stderr)
+    encoding = input_encoding(model, spec)
+    inputs, low, high = prepare_inputs(image, args.normalize, encoding)
+    kwargs: dict[str, object] = {}
     if args.method in ("lrp", "captum-lrp"):
         kwargs["canonize"] = not args.no_canonize
     if args.method == "lrp":
         kwargs.update(composite=args.composite, low=low, high=high)
     explanation = explain_image(model, image, inputs, args.target, args.method, **kwargs)
-    title = args.method if args.method != "lrp" else f"LRP {args.composite}" + (
-        "" if args.no_canonize else " + canonizers")
+    from xai_plugins_workbench.explain_figure import save_figure
+
+    title = figure_title(model, args, random_weights=state is None and not spec.holds_weights)
     path = save_figure(explanation, Path(args.output), title)
     print(f"explained class {explanation.target} (predicted {explanation.predicted}) -> {path.resolve()}")
     return 0
+
+
+def figure_title(model: object, args: argparse.Namespace, random_weights: bool) -> str:
+    """The method with its composite and the canonizers it used, the model, and a mark for random weights."""
+    method = args.method
+    if method in ("lrp", "captum-lrp"):
+        if args.no_canonize:
+            canon = "no canonizers"
+        else:
+            from xai_plugins_zennit import canonizers_for
+
+            names = ([type(getattr(c, "canonizer", c)).__name__ for c in canonizers_for(model)]
+                     if method == "lrp" else ["canonized()"])
+            canon = "canonizers: " + (", ".join(names) or "none needed")
+        method = (f"Zennit LRP {args.composite}" if method == "lrp" else "Captum LRP") + f", {canon}"
+    return f"{method} | {args.model}" + (" | RANDOM WEIGHTS" if random_weights else "")
+
+
+def _class_index(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; a class index is 0 or more")
+    return value
+
+
+def _size(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; pass a size in pixels, or 0 to keep the image size")
+    return value
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -103,62 +146,85 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``demo``, ``evaluate``, ``explain`` and ``search`` to the ``xai-plugins`` parser."""
-    from xai_plugins_workbench.evaluate import METRICS
-    from xai_plugins_workbench.explain import COMPOSITES
-    from xai_plugins_workbench.methods import METHODS
-    from xai_plugins_workbench.search import OBJECTIVES
-
-    models = ("resnet", "densenet", "efficientnet", "bcos", "explainfix")
-    p = subparsers.add_parser("demo", help="explain shipped checkpoints with every family: figure + HTML report")
-    p.add_argument("-o", "--out", default="out/demo", help="output directory (default: out/demo)")
+    """Add ``demo``, ``evaluate``, ``explain`` and ``search`` to the ``xai-plugins`` parser (imports no torch:
+    the choices are read from their tables when a command is parsed)."""
+    models = LazyChoices("xai_plugins.evaluation.training:RECIPES")
+    p = subparsers.add_parser(
+        "demo", help="explain shipped checkpoints with every family: figure + HTML report",
+        description="Explain the benchmark checkpoints shipped in the package with every family (canonized LRP "
+                    "in Zennit and Captum, B-cos, extremal perturbations, ExplainFix) on the digits-on-canvas "
+                    "data; write a figure, an HTML report and the metric table.", formatter_class=DefaultsFormatter)
+    p.add_argument("-o", "--out", default="out/demo", help="output directory")
     p.add_argument("--images", type=int, default=4, help="images in the figure")
     p.add_argument("--metric-images", type=int, default=16, help="images for the metric table")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the image selection")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_demo)
 
-    p = subparsers.add_parser("evaluate", help="methods x models x metrics on the ground-truth dataset")
-    p.add_argument("-o", "--out", default="out/evaluate", help="output directory (default: out/evaluate)")
-    p.add_argument("--models", nargs="+", choices=models, help="benchmark models (default: all)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: all that apply)")
-    p.add_argument("--metrics", nargs="+", choices=list(METRICS), help="metrics (default: all but the slow "
-                   "max_sensitivity)")
-    p.add_argument("--images", type=int, default=64, help="test images (default: 64)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p = subparsers.add_parser(
+        "evaluate", help="methods x models x metrics on the ground-truth dataset",
+        description="Score explanation methods on the benchmark checkpoints against the ground truth of the "
+                    "digits-on-canvas data; write a markdown table, JSON and a plot.",
+        formatter_class=DefaultsFormatter)
+    p.add_argument("-o", "--out", default="out/evaluate", help="output directory")
+    p.add_argument("--models", nargs="+", choices=models, metavar="MODEL",
+                   help="benchmark models (default: all); %(choices)s")
+    p.add_argument("--methods", nargs="+", choices=LazyChoices("xai_plugins_workbench.methods:METHODS"),
+                   metavar="METHOD", help="methods (default: all that apply); %(choices)s")
+    p.add_argument("--metrics", nargs="+", choices=LazyChoices("xai_plugins_workbench.evaluate:METRICS"),
+                   metavar="METRIC", help="metrics (default: all but the slow max_sensitivity); %(choices)s")
+    p.add_argument("--images", type=int, default=64, help="test images")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--metrics-backend", choices=("quantus", "torch"), default="quantus",
-                   help="compute the metrics Quantus has through Quantus (default) or our batched torch ones")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+                   help="compute the metrics Quantus has through Quantus, or our batched torch ones")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("explain", help="explain your own model and image, save a PNG")
-    p.add_argument("--model", required=True, help="torchvision:NAME, registry:NAME or checkpoint:RECIPE")
-    p.add_argument("--weights", help="state dict (.safetensors, or a torch file loaded with weights_only)")
-    p.add_argument("--num-classes", type=int, help="classifier size (default: read from the weights)")
+    p = subparsers.add_parser(
+        "explain", help="explain your own model and image, save a PNG",
+        description="Explain one image with one method and save input, attribution and overlay as a PNG. "
+                    "--model is torchvision:NAME, timm:NAME, registry:NAME (xai-plugins list --kind model), "
+                    "checkpoint:RECIPE, package.module:builder (your own builder) or a TorchScript file.",
+        formatter_class=DefaultsFormatter)
+    p.add_argument("--model", required=True, help="the model (forms above), e.g. torchvision:resnet50")
+    p.add_argument("--weights", help="state dict of the model (.safetensors, or torch.save(model.state_dict())); "
+                   "without it the model has random weights")
+    p.add_argument("--num-classes", type=int, help="classifier size (default: read from --weights)")
     p.add_argument("--image", required=True, help="image file (PNG, JPEG, ...)")
-    p.add_argument("--method", default="lrp", help="lrp, captum-lrp, gradient or a registered attributor")
-    p.add_argument("--composite", default="epsilon_gamma_box", choices=COMPOSITES, help="Zennit composite for lrp")
+    p.add_argument("--method", default="lrp", help="lrp, captum-lrp, gradient, input_x_gradient or a registered "
+                   "attributor (xai-plugins list --kind attributor)")
+    p.add_argument("--composite", default="epsilon_gamma_box", metavar="COMPOSITE",
+                   choices=LazyChoices("xai_plugins_workbench.explain:COMPOSITES"),
+                   help="Zennit composite for lrp: %(choices)s")
     p.add_argument("--no-canonize", action="store_true", help="LRP without canonizers")
-    p.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
-    p.add_argument("--size", type=int, default=224, help="resize + centre-crop to this size (0: keep)")
-    p.add_argument("--normalize", default="imagenet", choices=("imagenet", "none"))
-    p.add_argument("-o", "--output", default="explanation.png", help="output PNG")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--target", type=_class_index, help="class to explain (default: the predicted class)")
+    p.add_argument("--size", type=_size, default=224, help="resize + centre-crop to this size (0: keep)")
+    p.add_argument("--normalize", default="auto", choices=("auto", "imagenet", "none"),
+                   help="input normalisation; auto: ImageNet statistics, or the model's own input encoding "
+                        "(B-cos [x, 1-x]) where its plugin declares one")
+    p.add_argument("-o", "--output", default="explanation.png", help="output PNG file")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_explain)
 
-    p = subparsers.add_parser("search", help="LRP composite hyperparameter search (gamma per layer group)")
-    p.add_argument("--model", default="resnet", choices=models[:3], help="benchmark checkpoint")
-    p.add_argument("--metric", default="mass_accuracy", choices=OBJECTIVES, help="objective to maximise")
+    p = subparsers.add_parser(
+        "search", help="LRP composite hyperparameter search (gamma per layer group)",
+        description="Grid search over the gamma of each layer group of a Zennit LRP composite, with and without "
+                    "canonizers, scored by a ground-truth metric on a benchmark checkpoint; prints the ranked "
+                    "table.", formatter_class=DefaultsFormatter)
+    p.add_argument("--model", default="resnet", choices=LazyChoices("xai_plugins_workbench.methods:BN_RECIPES"),
+                   metavar="MODEL", help="benchmark checkpoint: %(choices)s")
+    p.add_argument("--metric", default="mass_accuracy", choices=LazyChoices("xai_plugins_workbench.search:OBJECTIVES"),
+                   metavar="METRIC", help="objective to maximise: %(choices)s")
     p.add_argument("--gammas", nargs="+", type=float, default=[0.0, 0.25, 1.0], help="gamma values per group")
-    p.add_argument("--canonize", choices=("both", "yes", "no"), default="both")
-    p.add_argument("--images", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--canonize", choices=("both", "yes", "no"), default="both", help="with canonizers or not")
+    p.add_argument("--images", type=int, default=32, help="images scored per trial")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="ray: Ray Tune (extra 'distributed'); runs on a cluster if Ray is connected to one")
-    p.add_argument("-o", "--out", help="write the ranked trials as JSON here")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("-o", "--out", help="write the ranked trials as JSON to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_search)

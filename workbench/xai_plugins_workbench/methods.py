@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
+from xai_plugins.model_state import explaining
 from xai_plugins_workbench.lrp import LrpConfig, captum_lrp, zennit_lrp
 
 Attribute = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -30,22 +30,21 @@ class Method:
 
 
 def gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
-    """Plain input gradient of the target logit (sensitivity), restoring the model's mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        x = inputs.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            out = model(x)
-            (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)
-    finally:
-        model.train(was_training)
-    return grad.detach()
+    """The signed input gradient of the target logit (Captum's ``Saliency`` with ``abs=False``), computed in
+    eval mode; the model's mode is restored."""
+    from captum.attr import Saliency
+
+    with explaining(model, warn=False):
+        return Saliency(model).attribute(inputs.detach().requires_grad_(True), target=target, abs=False).detach()
 
 
 def input_x_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
-    """Input times gradient of the target logit."""
-    return inputs.detach() * gradient(model, inputs, target)
+    """Input times gradient of the target logit (Captum's ``InputXGradient``), computed in eval mode; the
+    model's mode is restored."""
+    from captum.attr import InputXGradient
+
+    with explaining(model, warn=False):
+        return InputXGradient(model).attribute(inputs.detach().requires_grad_(True), target=target).detach()
 
 
 def extremal_mask(model: nn.Module, inputs: Tensor, target: Tensor, *, area: float = 0.1,

@@ -13,6 +13,8 @@ Names are imported lazily so that plugin discovery stays cheap.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
@@ -50,5 +52,20 @@ _EXPORTS: dict[str, str] = {
     "SUPPORTED_ARCHITECTURES": "xai_plugins.bcos.convert",
 }
 _SUBMODULES = ("visualize", "train")
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins.bcos import train, visualize  # noqa: F401
+    from xai_plugins.bcos.convert import SUPPORTED_ARCHITECTURES, Bcosified, set_b, strip_biases, to_bcos  # noqa: F401
+    from xai_plugins.bcos.encoding import decode_input, encode_input  # noqa: F401
+    from xai_plugins.bcos.explain import Contributions, bcos_contributions, contributions, logit_bias  # noqa: F401
+    from xai_plugins.bcos.factory import MODEL_BUILDERS, create_model, load_weights, save_weights  # noqa: F401
+    from xai_plugins.bcos.layers import BcosConv2d, BcosLinear, LogitLayer, patch_norms  # noqa: F401
+    from xai_plugins.bcos.mode import explanation_mode  # noqa: F401
+    from xai_plugins.bcos.norms import (  # noqa: F401
+        BatchNormUncentered2d,
+        GroupNormUncentered2d,
+        LayerNormUncentered2d,
+        PositionNormUncentered2d,
+    )
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

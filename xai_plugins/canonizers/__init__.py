@@ -7,6 +7,8 @@ Pure torch; the canonizers have Zennit's duck-typed interface (``apply(model) ->
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
@@ -37,5 +39,26 @@ _EXPORTS: dict[str, str] = {
     "RelationNetwork": "xai_plugins.canonizers.relation_network",
     "RelationNetworkCanonizer": "xai_plugins.canonizers.relation_network",
 }
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins.canonizers.base import Canonizer, CanonizerHandle, release_spare_blocks  # noqa: F401
+    from xai_plugins.canonizers.batchnorm import (  # noqa: F401
+        MergeBatchNorm,
+        MergeBatchNormFollowing,
+        MergeBatchNormPreceding,
+    )
+    from xai_plugins.canonizers.densenet_untangled import DenseNetUntangledCanonizer  # noqa: F401
+    from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU  # noqa: F401
+    from xai_plugins.canonizers.relation_network import RelationNetwork, RelationNetworkCanonizer  # noqa: F401
+    from xai_plugins.canonizers.selection import FAMILIES, canonizers_for  # noqa: F401
+    from xai_plugins.canonizers.torchvision_models import (  # noqa: F401  # noqa: F401  # noqa: F401
+        DenseNetCanonizer,
+        EfficientNetCanonizer,
+        MobileNetV2Canonizer,
+        MobileNetV3Canonizer,
+        RegNetCanonizer,
+        ResNetCanonizer,
+        VGGCanonizer,
+    )
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

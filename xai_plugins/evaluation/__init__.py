@@ -7,6 +7,8 @@ Names are imported lazily, so importing the package costs nothing until one is u
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
@@ -23,5 +25,18 @@ _EXPORTS: dict[str, str] = {
     "small_efficientnet": "xai_plugins.evaluation.models",
 }
 _SUBMODULES = ("metrics", "dataset", "models", "training")
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins.evaluation import dataset, metrics, models, training  # noqa: F401
+    from xai_plugins.evaluation.dataset import NUM_CLASSES, DigitsOnCanvas  # noqa: F401
+    from xai_plugins.evaluation.models import small_densenet, small_efficientnet, small_resnet  # noqa: F401
+    from xai_plugins.evaluation.training import (  # noqa: F401  # noqa: F401
+        RECIPES,
+        Recipe,
+        available_checkpoints,
+        load_checkpoint,
+        prepare_input,
+        train,
+    )
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

@@ -14,6 +14,8 @@ Names load lazily so that plugin discovery stays cheap.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
@@ -50,5 +52,22 @@ _EXPORTS: dict[str, str] = {
     "PruneError": "xai_plugins.explainfix.pruning",
     "prune_spatial_filters": "xai_plugins.explainfix.pruning",
 }
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins.explainfix.basis import dct_basis, frequency_order  # noqa: F401
+    from xai_plugins.explainfix.explainsteer import SpectraResult, explain_steer  # noqa: F401
+    from xai_plugins.explainfix.fixing import FixReport, UnknownMethodError, fix_spatial_filters  # noqa: F401
+    from xai_plugins.explainfix.initializers import (  # noqa: F401  # noqa: F401
+        GuidedSteering,
+        dct_basis_init,
+        dct_steered,
+        ghaar,
+        guided_steered,
+        psine,
+    )
+    from xai_plugins.explainfix.plotting import plot_spectra  # noqa: F401
+    from xai_plugins.explainfix.pruning import PruneError, PruneResult, prune_spatial_filters  # noqa: F401
+    from xai_plugins.explainfix.saliency import spatial_filter_saliency  # noqa: F401
+    from xai_plugins.explainfix.spatial import NoSpatialConvError, spatial_convs  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -7,6 +7,8 @@ input masks and channel masks.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
@@ -19,5 +21,11 @@ _EXPORTS: dict[str, str] = {
     "extremal_perturbation": "xai_plugins.extremal.spatial",
     "simple_reward": "xai_plugins.extremal.rewards",
 }
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins.extremal.attributors import channel_extremal_attribution, extremal_attribution  # noqa: F401
+    from xai_plugins.extremal.channels import ChannelExtremalResult, channel_extremal_perturbation  # noqa: F401
+    from xai_plugins.extremal.rewards import contrastive_reward, simple_reward  # noqa: F401
+    from xai_plugins.extremal.spatial import ExtremalResult, extremal_perturbation  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,12 @@ family's adapter only imports what it needs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xai_plugins._lazy import lazy_exports
+from xai_plugins._version import distribution_version
+
+__version__ = distribution_version("xai-plugins-captum")
 
 _EXPORTS: dict[str, str] = {
     "canonized": "xai_plugins_captum.canonizers",
@@ -15,5 +20,10 @@ _EXPORTS: dict[str, str] = {
     "LayerExtremalPerturbation": "xai_plugins_captum.extremal",
     "BcosAttribution": "xai_plugins_captum.bcos",
 }
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins_captum.bcos import BcosAttribution  # noqa: F401
+    from xai_plugins_captum.canonizers import CANONIZED_RULES, canonized  # noqa: F401
+    from xai_plugins_captum.extremal import ExtremalPerturbation, LayerExtremalPerturbation  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

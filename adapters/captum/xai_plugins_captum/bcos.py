@@ -10,15 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum._utils.common import _format_output, _format_tensor_into_tuples, _is_tuple
-from captum._utils.gradient import apply_gradient_requirements, undo_gradient_requirements
-from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from torch import Tensor, nn
 
 from xai_plugins.bcos.encoding import encode_input
 from xai_plugins.bcos.explain import fold_encoded, needs_encoding, require_bcos_model
 from xai_plugins.bcos.mode import explanation_mode
+from xai_plugins_captum._compat import (
+    TargetType,
+    TensorOrTupleOfTensorsGeneric,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+    apply_gradient_requirements,
+    undo_gradient_requirements,
+)
 
 
 class BcosAttribution(GradientAttribution):

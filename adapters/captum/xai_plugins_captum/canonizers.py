@@ -20,14 +20,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from captum.attr._core.lrp import SUPPORTED_NON_LINEAR_LAYERS
-from captum.attr._utils.lrp_rules import EpsilonRule, PropagationRule
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.conv import _ConvNd
 
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers import modules as canonical
+from xai_plugins_captum._compat import SUPPORTED_NON_LINEAR_LAYERS, EpsilonRule, PropagationRule
 
 RuleFactory = Callable[[], PropagationRule]
 

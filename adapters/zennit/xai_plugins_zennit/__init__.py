@@ -5,12 +5,22 @@ Names are loaded lazily from the submodule of their family, so importing this pa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xai_plugins._lazy import lazy_exports
+from xai_plugins._version import distribution_version
+
+__version__ = distribution_version("xai-plugins-zennit")
 
 _EXPORTS: dict[str, str] = {
     "canonizers_for": "xai_plugins_zennit.canonizers",
     "ExtremalPerturbation": "xai_plugins_zennit.extremal",
     "BcosExplanation": "xai_plugins_zennit.bcos",
 }
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins_zennit.bcos import BcosExplanation  # noqa: F401
+    from xai_plugins_zennit.canonizers import canonizers_for  # noqa: F401
+    from xai_plugins_zennit.extremal import ExtremalPerturbation  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
