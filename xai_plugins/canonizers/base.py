@@ -13,6 +13,7 @@ a buffer, a child module or an instance attribute), each of which pushes its inv
 
 from __future__ import annotations
 
+import sys
 import threading
 import types
 import weakref
@@ -33,6 +34,29 @@ nothing but the block held it; kept after ``remove`` so that the next ``apply`` 
 already has (see ``reserve``). At most ``RESERVE_LIMIT`` bytes each; :func:`release_spare_blocks` frees them."""
 _SPARE_LOCK = threading.Lock()
 _MISSING = object()
+APPLY_EXTENSIONS: list[Callable[[Any, nn.Module, str], Any]] = []
+"""Host-neutral extension point of :meth:`Canonizer.apply`: host adapters append ``extension(canonizer, model,
+phase)``; ``apply`` calls each directly (so an extension can look at who called ``apply``) with ``phase="before"``
+and, once canonized, ``"after"``. A returned object with ``remove()`` is removed on :meth:`Canonizer.remove`,
+before the canonizer's own changes are reverted. The Zennit adapter uses it to give a core canonizer handed to a
+Zennit composite the Zennit rules of its explicit modules."""
+HOST_EXTENSION_GROUP = "xai_plugins.host_extensions"
+"""Entry-point group of host adapters that fill :data:`APPLY_EXTENSIONS`: an entry named after a host package
+(``zennit = "xai_plugins_zennit.canonizers"``) is imported by the first ``apply`` after that host is imported."""
+_host_entries: list[Any] | None = None
+
+
+def _load_host_extensions() -> None:
+    """Import the adapter of every host the process has imported (once each; see HOST_EXTENSION_GROUP)."""
+    global _host_entries
+    if _host_entries is None:
+        from importlib.metadata import entry_points
+
+        _host_entries = list(entry_points(group=HOST_EXTENSION_GROUP))
+    for entry in list(_host_entries):
+        if entry.name in sys.modules:
+            _host_entries.remove(entry)
+            entry.load()
 _OWNERS: dict[int, Canonizer] = {}
 """``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
 the claim holds the module, so the id cannot be reused meanwhile (a plain dictionary: no weak reference is
@@ -115,6 +139,7 @@ class Canonizer:
         self._reserved: dict[int, torch.Tensor] = {}
         self._model: weakref.ReferenceType[nn.Module] | None = None
         self._handle: CanonizerHandle | None = None
+        self._extensions: list[Any] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -133,9 +158,19 @@ class Canonizer:
         if current is not None:
             raise RuntimeError(f"{self!r} is already applied to another model; call remove() first or use "
                                "copy() to canonize a second model")
+        if _host_entries is None or _host_entries:
+            _load_host_extensions()
         try:
+            for extension in APPLY_EXTENSIONS:
+                handle = extension(self, model, "before")
+                if handle is not None:
+                    self._extensions.append(handle)
             with torch.no_grad():
                 self.canonize(model)
+            for extension in APPLY_EXTENSIONS:
+                handle = extension(self, model, "after")
+                if handle is not None:
+                    self._extensions.append(handle)
         except BaseException:
             self._unwind()
             raise
@@ -161,6 +196,13 @@ class Canonizer:
         return bool(self._undo or self._claimed)
 
     def _unwind(self) -> None:
+        try:
+            while self._extensions:
+                self._extensions.pop().remove()
+        finally:
+            self._unwind_changes()
+
+    def _unwind_changes(self) -> None:
         # each record is (module, field, key, previous value), see _record: put the value back, or delete the
         # key the mapping did not have
         undo = self._undo
