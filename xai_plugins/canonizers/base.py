@@ -16,6 +16,7 @@ a buffer, a child module or an instance attribute), each of which pushes its inv
 
 from __future__ import annotations
 
+import sys
 import threading
 import types
 import warnings
@@ -29,6 +30,29 @@ from torch import nn
 __all__ = ["Canonizer", "CanonizerHandle", "TrainingModeWarning"]
 
 _MISSING = object()
+APPLY_EXTENSIONS: list[Callable[[Any, nn.Module, str], Any]] = []
+"""Host-neutral extension point of :meth:`Canonizer.apply`: host adapters append ``extension(canonizer, model,
+phase)``; ``apply`` calls each directly (so an extension can look at who called ``apply``) with ``phase="before"``
+and, once canonized, ``"after"``. A returned object with ``remove()`` is removed on :meth:`Canonizer.remove`,
+before the canonizer's own changes are reverted. The Zennit adapter uses it to give a core canonizer handed to a
+Zennit composite the Zennit rules of its explicit modules."""
+HOST_EXTENSION_GROUP = "xai_plugins.host_extensions"
+"""Entry-point group of host adapters that fill :data:`APPLY_EXTENSIONS`: an entry named after a host package
+(``zennit = "xai_plugins_zennit.canonizers"``) is imported by the first ``apply`` after that host is imported."""
+_host_entries: list[Any] | None = None
+
+
+def _load_host_extensions() -> None:
+    """Import the adapter of every host the process has imported (once each; see HOST_EXTENSION_GROUP)."""
+    global _host_entries
+    if _host_entries is None:
+        from importlib.metadata import entry_points
+
+        _host_entries = list(entry_points(group=HOST_EXTENSION_GROUP))
+    for entry in list(_host_entries):
+        if entry.name in sys.modules:
+            _host_entries.remove(entry)
+            entry.load()
 _OWNERS: dict[int, Canonizer] = {}
 """``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
 the claim holds the module, so the id cannot be reused meanwhile."""
@@ -71,6 +95,7 @@ class Canonizer:
         self._handle: CanonizerHandle | None = None
         self._thread: int | None = None
         self._busy = threading.Lock()
+        self._extensions: list[Any] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -104,9 +129,19 @@ class Canonizer:
                                    "copy() to canonize a second model")
             training = next((name for name, module in model.named_modules() if module.training), None) \
                 if self.eval_mode_only else None
+            if _host_entries is None or _host_entries:
+                _load_host_extensions()
             try:
+                for extension in APPLY_EXTENSIONS:
+                    extension_handle = extension(self, model, "before")
+                    if extension_handle is not None:
+                        self._extensions.append(extension_handle)
                 with torch.no_grad():
                     self.canonize(model)
+                for extension in APPLY_EXTENSIONS:
+                    extension_handle = extension(self, model, "after")
+                    if extension_handle is not None:
+                        self._extensions.append(extension_handle)
             except BaseException:
                 self._unwind()
                 raise
@@ -141,6 +176,13 @@ class Canonizer:
         return bool(self._undo or self._claimed)
 
     def _unwind(self) -> None:
+        try:
+            while self._extensions:
+                self._extensions.pop().remove()
+        finally:
+            self._unwind_changes()
+
+    def _unwind_changes(self) -> None:
         # each record is (module, field, key, previous value), see _record: put the value back, or delete the
         # key the mapping did not have
         undo = self._undo

@@ -14,6 +14,8 @@ __version__ = distribution_version("xai-plugins-zennit")
 
 _EXPORTS: dict[str, str] = {
     "canonizers_for": "xai_plugins_zennit.canonizers",
+    "for_zennit": "xai_plugins_zennit.canonizers",
+    "missing_rules": "xai_plugins_zennit.canonizers",
     "ExtremalPerturbation": "xai_plugins_zennit.extremal",
     "BcosExplanation": "xai_plugins_zennit.bcos",
 }
