@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from xai_plugins.hookspecs import Commands
+
 
 def _threads(args: argparse.Namespace) -> None:
     """Use ``--threads`` torch CPU threads (default 1: the benchmark models are small, and one thread is
@@ -102,7 +104,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:
+def register_commands(subparsers: Commands) -> None:
     """Add ``demo``, ``evaluate``, ``explain`` and ``search`` to the ``xai-plugins`` parser."""
     from xai_plugins_workbench.evaluate import METRICS
     from xai_plugins_workbench.explain import COMPOSITES

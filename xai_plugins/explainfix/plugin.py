@@ -26,3 +26,11 @@ def xai_register_initializers(register) -> None:
     register("guided_steered", f"{MODULE}:guided_steered", paper=PAPER, model_types=MODEL_TYPES, fixer=FIXER,
              summary="factory: guided_steered(source_model) fits DCT steering to its filters, returns init",
              factory=True, example_shapes=[[8, 4, 3, 3], [6, 1, 3, 3]])
+
+
+@hookimpl
+def xai_register_commands(commands) -> None:
+    """Add the ``explainfix`` subcommand."""
+    from xai_plugins.explainfix.cli import register_commands
+
+    register_commands(commands)
