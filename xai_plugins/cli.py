@@ -147,7 +147,7 @@ class CommandTable:
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         """A parser for subcommand ``name``; ``help`` is its line in ``xai-plugins --help``."""
-        _registry.check_name(name, f"a command of plugin {self.plugin!r}")
+        _registry.check_name(name, f"plugin {self.plugin!r} registered a command")
         owner = self._owners.get(name) or (self.plugin if any(n == name for n, _, _ in self._staged) else None)
         if owner is not None:
             raise RegistrationError(f"command {name!r} is registered twice: by plugin {owner!r} "

@@ -43,10 +43,10 @@ never taken for a command-line option, and no look-alike Unicode letter can impe
 
 
 def check_name(name: object, what: str) -> None:
-    """Raise :class:`RegistrationError` unless ``name`` matches :data:`NAME_PATTERN`; ``what`` says whose name."""
+    """Raise :class:`RegistrationError` unless ``name`` matches :data:`NAME_PATTERN`; ``what`` says who named it."""
     if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
         raise RegistrationError(
-            f"{what} has invalid name {name!r}; use ASCII letters, digits, '_' or '-', not starting with '-'")
+            f"{what} with invalid name {name!r}; use ASCII letters, digits, '_' or '-', not starting with '-'")
 
 
 def failure_message(exc: BaseException) -> str:
@@ -212,7 +212,7 @@ class Registry:
     def _make_register(self, kind: str, record: PluginRecord, added: list[tuple[str, str]]):
         def register(name: str, component: Any, *, summary: str, paper: str,
                      model_types: Iterable[str] = (), **extra: Any) -> None:
-            check_name(name, f"a {kind} registered by plugin {record.name!r}")
+            check_name(name, f"plugin {record.name!r} registered {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
             if component is None or not (callable(component) or (isinstance(component, str) and ":" in component)):
                 raise RegistrationError(
                     f"plugin {record.name!r} registered {kind} {name!r} with {component!r}; pass a class, a "
