@@ -4,7 +4,8 @@ registered component, next to the project's own tests.
 Options select what runs: ``--xai-plugin NAME`` (a plugin as ``xai-plugins plugins`` lists it),
 ``--xai-kind KIND``, ``--xai-component NAME`` (or ``KIND:NAME``) and ``--xai-check NAME``; each may be
 repeated. A ``--xai-plugin`` that does not exist, is blocked, failed to load or registered nothing is a usage
-error (exit code 4) naming the plugin and why, never an empty, passing run. ``pytest --pyargs xai_plugins.conformance`` collects the same tests without the options.
+error (exit code 4) naming the plugin and why, never an empty, passing run.
+``pytest --pyargs xai_plugins.conformance`` collects the same tests without the options.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ def _option(config: Any, name: str) -> list[str] | None:
 
 def selected_cases(config: Any) -> list[tuple[str, str, str]]:
     """``(kind, name, check)`` for every selected component and check, from the command-line options."""
-    import pytest
 
     from xai_plugins.conformance.suite import _registry, checks_for
 
