@@ -9,6 +9,8 @@ from __future__ import annotations
 from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "attribution": "xai_plugins_captum.bridge",
+    "RegisteredAttribution": "xai_plugins_captum.bridge",
     "canonized": "xai_plugins_captum.canonizers",
     "CANONIZED_RULES": "xai_plugins_captum.canonizers",
     "ExtremalPerturbation": "xai_plugins_captum.extremal",

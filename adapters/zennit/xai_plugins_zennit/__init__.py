@@ -8,6 +8,8 @@ from __future__ import annotations
 from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "attributor": "xai_plugins_zennit.bridge",
+    "RegisteredAttributor": "xai_plugins_zennit.bridge",
     "canonizers_for": "xai_plugins_zennit.canonizers",
     "ExtremalPerturbation": "xai_plugins_zennit.extremal",
     "BcosExplanation": "xai_plugins_zennit.bcos",
