@@ -18,7 +18,7 @@ def xai_register_attributors(register) -> None:
     """Register the gradient x input attributor (any model, so the suite uses its own reference models)."""
     register("example_gxi", "xai_plugins_example.attributors:gradient_x_input",
              summary="Gradient times input of the target logit (example plugin)",
-             paper=PAPER_GXI, tolerance=1e-5)
+             paper=PAPER_GXI, tolerance=1e-5, attribution_kind="gradient", multiplies_by_inputs=True)
 
 
 @xai_plugins.hookimpl
