@@ -95,10 +95,12 @@ class Component:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def load(self) -> Any:
-        """Return the component object, importing it first if it was registered as ``"module:attr"``."""
+        """Return the component object, importing it first if it was registered as ``"module:attr"`` (what the
+        import prints goes to stderr)."""
         if isinstance(self.target, str):
             module_name, _, attr = self.target.partition(":")
-            obj: Any = importlib.import_module(module_name)
+            with plugin_output_to_stderr():
+                obj: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
             self.target = obj
