@@ -15,7 +15,8 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from functools import partial
+from typing import Any, NoReturn
 
 from xai_plugins import registry as _registry
 from xai_plugins.errors import ComponentNotFoundError, RegistrationError, XaiPluginsError
@@ -44,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.commands: dict[str, str] = {}  # subcommand -> plugin that registered it (top-level parser only)
 
-    def error(self, message: str) -> None:  # one clear line, exit code 2
+    def error(self, message: str) -> NoReturn:  # one clear line, exit code 2
         self.print_usage(sys.stderr)
         print(f"xai-plugins: error: {message}", file=sys.stderr)
         raise SystemExit(2)
@@ -189,7 +190,7 @@ def xai_register_commands(commands: Commands) -> None:
     register_check(commands)
 
 
-def build_parser(registry: _registry.Registry | None = None) -> argparse.ArgumentParser:
+def build_parser(registry: _registry.Registry | None = None) -> _Parser:
     """The argument parser with the core's subcommands and those every loaded plugin registers."""
     parser = _Parser(prog="xai-plugins", description="Explanation research for Captum and Zennit, as plugins.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -200,7 +201,7 @@ def build_parser(registry: _registry.Registry | None = None) -> argparse.Argumen
     reg = registry or _quiet_registry()
     for impl in reg.hookimpls("xai_register_commands"):
         table.plugin = reg.plugin_name(impl.plugin)
-        error = _registry.run_isolated(lambda impl=impl: impl.function(commands=table))
+        error = _registry.run_isolated(partial(impl.function, commands=table))
         if error is None:
             table.commit()
         else:

@@ -56,6 +56,8 @@ class RegisteredAttribution:
 
     component: ClassVar[Component]
     metadata: ClassVar[AttributorMetadata]
+    forward_func: Any  # set by the Captum base class
+    compute_convergence_delta: Any  # GradientAttribution's, for gradient-based components
 
     @log_usage(part_of_slo=False)
     def attribute(self, inputs: Inputs, target: Any = None, additional_forward_args: Any = None,
