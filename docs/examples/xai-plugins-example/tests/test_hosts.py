@@ -3,13 +3,14 @@ exactly as a user gets them after ``pip install xai-plugins-example`` (the plugi
 
 import torch
 from captum.attr import GradientAttribution, InputXGradient, NoiseTunnel
+from xai_plugins_example.canonizers import SequentialMergeBatchNorm
 from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
 
 import xai_plugins
 from xai_plugins.explainfix import fix_spatial_filters
 from xai_plugins_captum import attribution
-from xai_plugins_zennit import attributor
+from xai_plugins_zennit import attributor, canonizers_for
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -54,11 +55,18 @@ def test_attributor_as_a_zennit_attributor():
     _close(relevance, grad * x)
 
 
-def test_canonizer_in_a_zennit_composite_keeps_the_function_and_restores_the_model():
+def test_canonizer_is_picked_by_model_type_for_a_zennit_composite():
     model, x = _model(), torch.rand(2, 3, 16, 16)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    canonizer = xai_plugins.get("canonizer", "example_sequential_bn")()
-    with Gradient(model, EpsilonPlusFlat(canonizers=[canonizer])) as explain:
+    canonizers = canonizers_for(model)
+    assert len(canonizers) == 1
+    canonizers[0].apply(model)
+    try:
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    finally:
+        canonizers[0].remove()
+    assert isinstance(xai_plugins.get("canonizer", "example_sequential_bn")(), SequentialMergeBatchNorm)
+    with Gradient(model, EpsilonPlusFlat(canonizers=canonizers_for(model))) as explain:
         output, relevance = explain(x, torch.eye(5)[[0, 0]])
     _close(output, model(x), factor=1024)
     assert relevance.shape == x.shape and torch.isfinite(relevance).all()
