@@ -1,7 +1,8 @@
 """xai-plugins: explanation research for Captum and Zennit, as pluggy plugins.
 
 The public API is small: :func:`list_components`, :func:`get` and :func:`plugins` query the registry, which
-discovers plugins lazily through the entry-point group ``xai_plugins`` on first use. Plugin authors mark hook
+discovers plugins lazily through the entry-point group ``xai_plugins`` on first use; :func:`create_model` and
+:func:`list_models` build any registered model by name. Plugin authors mark hook
 implementations with :data:`hookimpl` (see :mod:`xai_plugins.hookspecs`).
 """
 
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from xai_plugins._lazy import lazy_exports
 from xai_plugins._version import distribution_version
 from xai_plugins.errors import (
+    ComponentContractError,
     ComponentNotFoundError,
     DuplicateComponentError,
     HookValidationError,
+    HostMetadataError,
     RegistrationError,
     XaiPluginsError,
 )
@@ -22,19 +26,27 @@ from xai_plugins.registry import Component, PluginRecord, get_registry, reset_re
 
 __version__ = distribution_version("xai-plugins")
 
+_LAZY = {"create_model": "xai_plugins.models", "list_models": "xai_plugins.models"}
+"""Imported on first use: they need torch, which ``import xai_plugins`` (and plugin discovery) does not."""
+__getattr__ = lazy_exports(__name__, _LAZY)[0]
+
 __all__ = [
     "Component",
+    "ComponentContractError",
     "ComponentNotFoundError",
     "DuplicateComponentError",
     "HookValidationError",
+    "HostMetadataError",
     "PluginRecord",
     "RegistrationError",
     "XaiPluginsError",
+    "create_model",
     "describe",
     "get",
     "get_registry",
     "hookimpl",
     "list_components",
+    "list_models",
     "plugins",
     "reset_registry",
 ]

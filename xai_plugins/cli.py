@@ -1,29 +1,39 @@
 """The ``xai-plugins`` command: list, inspect and check registered components.
 
-Further subcommands come from the entry-point group ``xai_plugins.commands``: each entry point names a
-function ``register_commands(subparsers)`` that adds parsers whose ``func(args) -> int`` runs the command.
+Every subcommand comes through the hook ``xai_register_commands(commands)`` of the one plugin manager: the
+core's own (``list``, ``info``, ``plugins``, ``check``) from this module, the others from plugins of the
+entry-point group ``xai_plugins``, so ``XAI_PLUGINS_DISABLE_AUTOLOAD`` and ``XAI_PLUGINS_BLOCK`` govern them as
+they govern components. A plugin whose command hook fails loses its commands, the others keep theirs.
 Exit codes: 0 ok, 1 failures found, 2 usage error. Errors print as one line unless ``--debug`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata as metadata
 import json
 import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
+from functools import partial
+from typing import Any, NoReturn
 
 from xai_plugins import registry as _registry
-from xai_plugins.errors import ComponentNotFoundError, XaiPluginsError
+from xai_plugins.errors import ComponentNotFoundError, RegistrationError, XaiPluginsError
+from xai_plugins.hookspecs import Commands, hookimpl
 
-COMMANDS_GROUP = "xai_plugins.commands"
-OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
-    name: ("xai-plugins-workbench", "xai-plugins[workbench]")
-    for name in ("demo", "evaluate", "explain", "search", "invariance")
+CORE = "xai-plugins"
+"""The name the core's own commands are registered under."""
+
+COMMANDS_OF_DISTRIBUTIONS: dict[str, tuple[str, str]] = {
+    "demo": ("xai-plugins-workbench", "workbench"),
+    "evaluate": ("xai-plugins-workbench", "workbench"),
+    "explain": ("xai-plugins-workbench", "workbench"),
+    "invariance": ("xai-plugins-workbench", "workbench"),
+    "search": ("xai-plugins-workbench", "workbench"),
 }
-"""Subcommands that live in another distribution: (distribution, what to pip install)."""
+"""Commands of the project's optional distributions: command -> (distribution, plugin name), so that a user
+without the distribution is told what to install instead of argparse's 'invalid choice'."""
 
 
 class UsageError(XaiPluginsError):
@@ -31,10 +41,20 @@ class UsageError(XaiPluginsError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one clear line, exit code 2
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, str] = {}  # subcommand -> plugin that registered it (top-level parser only)
+
+    def error(self, message: str) -> NoReturn:  # one clear line, exit code 2
         self.print_usage(sys.stderr)
         print(f"xai-plugins: error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _version() -> str:
+    from xai_plugins import __version__
+
+    return __version__
 
 
 def _quiet_registry() -> _registry.Registry:
@@ -122,56 +142,112 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if _failed(reg) else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with the core subcommands and those of installed command entry points."""
+class CommandTable:
+    """The :class:`~xai_plugins.hookspecs.Commands` a command hook receives: one plugin's parsers, added to the
+    command line only when its hook returns, so a hook that fails half-way adds nothing."""
+
+    def __init__(self, subparsers: Any, owners: dict[str, str]) -> None:
+        self._subparsers = subparsers
+        self._owners = owners
+        self._staged: list[tuple[str, dict[str, Any], argparse.ArgumentParser]] = []
+        self.plugin = CORE
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A parser for subcommand ``name``; ``help`` is its line in ``xai-plugins --help``."""
+        _registry.check_name(name, f"plugin {self.plugin!r} registered a command")
+        owner = self._owners.get(name) or (self.plugin if any(n == name for n, _, _ in self._staged) else None)
+        if owner is not None:
+            raise RegistrationError(f"command {name!r} is registered twice: by plugin {owner!r} "
+                                    f"and by plugin {self.plugin!r}; block one plugin with {_registry.BLOCK_ENV}")
+        options = {k: v for k, v in kwargs.items() if k not in ("help", "aliases")}
+        parser = _Parser(prog=f"xai-plugins {name}", add_help=False, **options)
+        self._staged.append((name, kwargs, parser))
+        return parser
+
+    def commit(self) -> None:
+        """Add the staged parsers of the current plugin to the command line."""
+        for name, kwargs, staged in self._staged:
+            options = {k: v for k, v in kwargs.items() if k not in ("add_help", "parents")}
+            self._subparsers.add_parser(name, parents=[staged], **options)
+            self._owners[name] = self.plugin
+        self._staged = []
+
+    def discard(self) -> None:
+        """Forget the staged parsers of a plugin whose hook failed."""
+        self._staged = []
+
+
+@hookimpl
+def xai_register_commands(commands: Commands) -> None:
+    """The core's commands: list, info, plugins and check."""
+    from xai_plugins.conformance.cli import register_commands as register_check
+
+    p = commands.add_parser("list", help="list registered components by family")
+    p.add_argument("--kind", choices=_registry.KINDS, help="only this family")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+    p = commands.add_parser("info", help="metadata and docstring of one component")
+    p.add_argument("name", help="component name, or KIND:NAME when the name is ambiguous")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    p = commands.add_parser("plugins", help="loaded, failed and blocked plugins")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+    register_check(commands)
+
+
+def build_parser(registry: _registry.Registry | None = None) -> _Parser:
+    """The argument parser with the core's subcommands and those every loaded plugin registers."""
     parser = _Parser(prog="xai-plugins", description="Explanation research for Captum and Zennit, as plugins.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("list", help="list registered components by family")
-    p.add_argument("--kind", choices=_registry.KINDS, help="only this family")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_list)
-    p = sub.add_parser("info", help="metadata and docstring of one component")
-    p.add_argument("name", help="component name, or KIND:NAME when the name is ambiguous")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
-    p = sub.add_parser("plugins", help="loaded, failed and blocked plugins")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_plugins)
-    for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
-        try:
-            ep.load()(sub)
-        except Exception as exc:  # noqa: BLE001 - a broken command module must not break the others
-            print(f"xai-plugins: warning: commands from {ep.value!r} unavailable: {exc}", file=sys.stderr)
+    table = CommandTable(sub, parser.commands)
+    xai_register_commands(table)
+    table.commit()
+    reg = registry or _quiet_registry()
+    for impl in reg.hookimpls("xai_register_commands"):
+        table.plugin = reg.plugin_name(impl.plugin)
+        error = _registry.run_isolated(partial(impl.function, commands=table))
+        if error is None:
+            table.commit()
+        else:
+            table.discard()
+            print(f"xai-plugins: warning: the commands of plugin {table.plugin!r} are unavailable: "
+                  f"{_registry.failure_message(error)}", file=sys.stderr)
     return parser
 
 
-def _version() -> str:
-    from xai_plugins import __version__
-
-    return __version__
+def _command_word(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
-def _missing_distribution(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
-    """The one-line message for a subcommand whose distribution is not installed, or None."""
-    command = next((a for a in argv if not a.startswith("-")), None)
-    if command not in OPTIONAL_COMMANDS:
+def missing_command_error(name: str, registry: _registry.Registry) -> UsageError | None:
+    """Why a command of an optional distribution is not there (not installed, blocked, failed), or ``None``."""
+    if name not in COMMANDS_OF_DISTRIBUTIONS:
         return None
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if command in sub.choices:
-        return None
-    distribution, install = OPTIONAL_COMMANDS[command]
-    return (f"'{command}' comes with the {distribution} distribution, which is not installed; "
-            f"pip install \"{install}\"")
+    distribution, plugin = COMMANDS_OF_DISTRIBUTIONS[name]
+    record = {p.name: p for p in registry.plugins()}.get(plugin)
+    if record is not None and record.status == "blocked":
+        why = f"but that plugin is blocked by {_registry.BLOCK_ENV}; remove {plugin!r} from it"
+    elif record is not None and record.status == "failed":
+        why = f"but that plugin failed to load: {record.error}"
+    elif _registry.autoload_disabled():
+        why = f"but plugin loading is off ({_registry.DISABLE_ENV} is set); unset it"
+    else:
+        why = f"which is not installed; install it with 'pip install {distribution}'"
+    return UsageError(f"{name!r} is a command of plugin {plugin!r} of the distribution {distribution}, {why}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    missing = _missing_distribution(parser, argv)
-    if missing:
+    registry = _quiet_registry()
+    parser = build_parser(registry)
+    word = _command_word(argv)
+    missing = missing_command_error(word, registry) if word and word not in parser.commands else None
+    if missing is not None:
+        parser.print_usage(sys.stderr)
         print(f"xai-plugins: error: {missing}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)

@@ -21,3 +21,11 @@ class HookValidationError(XaiPluginsError):
 
 class ComponentNotFoundError(XaiPluginsError, LookupError):
     """No component of that kind and name is registered."""
+
+
+class HostMetadataError(XaiPluginsError, ValueError):
+    """A component's registration metadata does not allow the host it was asked for (Captum, Zennit, ...)."""
+
+
+class ComponentContractError(XaiPluginsError, RuntimeError):
+    """A component returned a result that breaks its contract (wrong shape or type, NaN or infinite values)."""

@@ -1,19 +1,24 @@
 """The registry: plugin manager, entry-point discovery, validation, provenance and failure isolation.
 
 Discovery is lazy: nothing is loaded until the first call of :func:`get_registry` (through
-``list_components``, ``get`` or ``plugins``). Each plugin is loaded and its hooks called in isolation, so a
-broken plugin is reported (and warned about once) while the others load.
+``list_components``, ``get`` or ``plugins``). Each plugin is loaded and its hooks called in isolation: any
+exception except ``KeyboardInterrupt`` (``SystemExit`` included) marks that plugin failed, while the others
+load. What plugins print while they are imported or registered goes to stderr, so machine-readable stdout
+(``xai-plugins list --json``) stays valid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata as metadata
 import os
+import re
+import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +37,42 @@ DISABLE_ENV = "XAI_PLUGINS_DISABLE_AUTOLOAD"
 BLOCK_ENV = "XAI_PLUGINS_BLOCK"
 KINDS: tuple[str, ...] = tuple(hookspecs.HOOK_KINDS.values())
 _WARNED: set[str] = set()  # plugins already warned about in this process: warn once, not per registry
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+"""Component and command names: ASCII letters, digits, ``_`` and ``-``, not starting with ``-`` (so a name is
+never taken for a command-line option, and no look-alike Unicode letter can impersonate another name)."""
+
+
+def check_name(name: object, what: str) -> None:
+    """Raise :class:`RegistrationError` unless ``name`` matches :data:`NAME_PATTERN`; ``what`` says who named it."""
+    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
+        raise RegistrationError(
+            f"{what} with invalid name {name!r}; use ASCII letters, digits, '_' or '-', not starting with '-'")
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line naming the exception; for ``SystemExit`` its exit code."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called exit with code {exc.code!r}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def plugin_output_to_stderr() -> Iterator[None]:
+    """While plugin code runs, what it prints goes to stderr, keeping stdout for the command's own output."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def run_isolated(call: Callable[[], Any]) -> BaseException | None:
+    """Run plugin code; return the exception it raised (anything but ``KeyboardInterrupt``), or ``None``."""
+    try:
+        with plugin_output_to_stderr():
+            call()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a plugin's SystemExit must not end discovery
+        return exc
+    return None
 
 
 class PluginWarning(UserWarning):
@@ -54,10 +95,12 @@ class Component:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def load(self) -> Any:
-        """Return the component object, importing it first if it was registered as ``"module:attr"``."""
+        """Return the component object, importing it first if it was registered as ``"module:attr"`` (what the
+        import prints goes to stderr)."""
         if isinstance(self.target, str):
             module_name, _, attr = self.target.partition(":")
-            obj: Any = importlib.import_module(module_name)
+            with plugin_output_to_stderr():
+                obj: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
             self.target = obj
@@ -135,9 +178,9 @@ class Registry:
         try:
             self._validate(plugin, name)
             for hook_name, kind in hookspecs.HOOK_KINDS.items():
-                impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
-                for impl in impls:
-                    impl.function(register=self._make_register(kind, record, added))
+                for impl in self.hookimpls(hook_name, plugin):
+                    with plugin_output_to_stderr():
+                        impl.function(register=self._make_register(kind, record, added))
         except BaseException:
             for key in added:
                 self._components.pop(key, None)
@@ -147,10 +190,20 @@ class Registry:
         self._plugins[name] = record
         return record
 
+    def hookimpls(self, hook_name: str, plugin: object | None = None) -> list[Any]:
+        """The implementations of one hook (of one plugin, if given), in pluggy's call order."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        return [i for i in impls if plugin is None or i.plugin is plugin]
+
+    def plugin_name(self, plugin: object) -> str:
+        """The name a plugin object was registered under."""
+        return self.pm.get_name(plugin) or repr(plugin)
+
     def _validate(self, plugin: object, name: str) -> None:
-        known = ", ".join(hookspecs.HOOK_KINDS)
+        hooks = [n for n in vars(hookspecs) if self.pm.parse_hookspec_opts(hookspecs, n) is not None]
+        known = ", ".join(hooks)
         for attr in dir(plugin):
-            if attr not in hookspecs.HOOK_KINDS and self.pm.parse_hookimpl_opts(plugin, attr) is not None:
+            if attr not in hooks and self.pm.parse_hookimpl_opts(plugin, attr) is not None:
                 raise HookValidationError(
                     f"plugin {name!r} implements unknown hook {attr!r}; known hooks are: {known}")
         try:
@@ -161,10 +214,7 @@ class Registry:
     def _make_register(self, kind: str, record: PluginRecord, added: list[tuple[str, str]]):
         def register(name: str, component: Any, *, summary: str, paper: str,
                      model_types: Iterable[str] = (), **extra: Any) -> None:
-            if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-                raise RegistrationError(
-                    f"plugin {record.name!r} registered a {kind} with invalid name {name!r}; "
-                    "use letters, digits, '_' or '-'")
+            check_name(name, f"plugin {record.name!r} registered {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
             if component is None or not (callable(component) or (isinstance(component, str) and ":" in component)):
                 raise RegistrationError(
                     f"plugin {record.name!r} registered {kind} {name!r} with {component!r}; pass a class, a "
@@ -191,7 +241,7 @@ class Registry:
     def record_failure(self, name: str, exc: BaseException, *, distribution: str | None = None,
                        version: str | None = None, value: str | None = None) -> PluginRecord:
         """Remember a plugin that failed and warn about it once."""
-        message = f"{type(exc).__name__}: {exc}"
+        message = failure_message(exc)
         record = PluginRecord(name, distribution, version, value, "failed", message,
                               "".join(traceback.format_exception(exc)))
         self._plugins[name] = record
@@ -203,7 +253,7 @@ class Registry:
 
     def load_entry_points(self) -> None:
         """Load every plugin of the entry-point group, honouring the disable and block variables."""
-        if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+        if autoload_disabled():
             return
         blocked = {b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -215,11 +265,13 @@ class Registry:
             if ep.name in blocked:
                 self._plugins[ep.name] = PluginRecord(ep.name, dist_name, version, ep.value, "blocked")
                 continue
-            try:
-                plugin = ep.load()
-                self.register_plugin(plugin, ep.name, distribution=dist_name, version=version, value=ep.value)
-            except Exception as exc:  # noqa: BLE001 - isolation is the point
-                self.record_failure(ep.name, exc, distribution=dist_name, version=version, value=ep.value)
+            def load(ep: metadata.EntryPoint = ep, dist_name: str | None = dist_name,
+                     version: str | None = version) -> None:
+                self.register_plugin(ep.load(), ep.name, distribution=dist_name, version=version, value=ep.value)
+
+            error = run_isolated(load)
+            if error is not None:
+                self.record_failure(ep.name, error, distribution=dist_name, version=version, value=ep.value)
 
     def components(self, kind: str | None = None) -> list[Component]:
         """All components, or those of one kind, sorted by kind and name."""
@@ -243,6 +295,11 @@ class Registry:
     def plugins(self) -> list[PluginRecord]:
         """Every plugin tried: loaded, failed and blocked."""
         return sorted(self._plugins.values(), key=lambda p: p.name)
+
+
+def autoload_disabled() -> bool:
+    """Whether ``XAI_PLUGINS_DISABLE_AUTOLOAD`` turns entry-point loading off (any value but empty or 0)."""
+    return os.environ.get(DISABLE_ENV, "").strip() not in ("", "0")
 
 
 def check_kind(kind: str) -> None:

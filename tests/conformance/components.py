@@ -313,6 +313,8 @@ def component(kind: str, name: str, obj: Any, **extra: Any) -> Component:
     summary = extra.pop("summary", f"{name} (test component)")
     paper = extra.pop("paper", PAPER)
     model_types = tuple(extra.pop("model_types", ()))
+    if kind == "attributor":
+        extra.setdefault("attribution_kind", "gradient")
     return Component(kind, name, obj, summary, paper, model_types, "testplugin", "xai-plugins-test", "0.0", extra)
 
 
@@ -324,7 +326,8 @@ def plugin(**by_kind: dict[str, Any]) -> types.SimpleNamespace:
         if kind in by_kind:
             def impl(register: Any, _items: dict[str, Any] = by_kind[kind], _kind: str = kind) -> None:
                 for name, obj in _items.items():
-                    register(name, obj, summary=f"{name} (test {_kind})", paper=PAPER)
+                    kind_extra = {"attribution_kind": "gradient"} if _kind == "attributor" else {}
+                    register(name, obj, summary=f"{name} (test {_kind})", paper=PAPER, **kind_extra)
             impl.__name__ = hook
             hooks[hook] = hookimpl(impl)
     return types.SimpleNamespace(**hooks)

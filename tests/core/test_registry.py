@@ -83,7 +83,7 @@ def test_misspelled_hook_names_plugin_and_hook(install_plugins):
     assert records["testmisspelled"].error == (
         "HookValidationError: plugin 'testmisspelled' implements unknown hook 'xai_register_canonizer'; known "
         "hooks are: xai_register_canonizers, xai_register_models, xai_register_attributors, "
-        "xai_register_initializers")
+        "xai_register_initializers, xai_register_commands")
     assert records["testgood"].status == "loaded"
 
 

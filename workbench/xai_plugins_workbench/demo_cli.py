@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from xai_plugins.hookspecs import Commands
 from xai_plugins_workbench.cli_help import DefaultsFormatter, LazyChoices
 
 
@@ -145,7 +146,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:
+def register_commands(subparsers: Commands) -> None:
     """Add ``demo``, ``evaluate``, ``explain`` and ``search`` to the ``xai-plugins`` parser (imports no torch:
     the choices are read from their tables when a command is parsed)."""
     models = LazyChoices("xai_plugins.evaluation.training:RECIPES")

@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xai_plugins.hookspecs import Commands
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:
+
+def register_commands(subparsers: Commands) -> None:
     """Add the ``invariance`` subcommand."""
     p = subparsers.add_parser(
         "invariance", help="write the implementation-invariance table (markdown and JSON)",

@@ -29,4 +29,5 @@ def xai_register_attributors(register: Register) -> None:
     register("bcos_contributions", "xai_plugins.bcos.explain:bcos_contributions",
              summary="B-cos contributions x * W(x): sum to the target logit minus the logit bias",
              paper=PAPER, model_types=MODEL_TYPES, input_channels=6,
-             input_encoding="xai_plugins.bcos:encode_input", example_model="model:bcos_simple_cnn")
+             input_encoding="xai_plugins.bcos:encode_input", example_model="model:bcos_simple_cnn",
+             attribution_kind="gradient", multiplies_by_inputs=True, has_convergence_delta=True)

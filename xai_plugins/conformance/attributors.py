@@ -219,3 +219,45 @@ def check_clear_errors(component: Component) -> str:
                                  f"target {classes + 3} for a model with {classes} classes", ("target",))
     assert_restored(model, before, "after rejecting a bad target")
     return message
+
+
+@check("host_metadata", "attributor")
+def check_host_metadata(component: Component) -> tuple[str, float, float] | str:
+    """Declares what the host bridges read, and holds to it: ``attribution_kind`` is ``"gradient"`` or
+    ``"perturbation"``; with ``multiplies_by_inputs=True`` a zero input gets zero attributions; with
+    ``has_convergence_delta=True`` each sample's attributions sum to ``F(x) - F(0)`` of its target."""
+    from xai_plugins.errors import HostMetadataError
+    from xai_plugins.host_bridge import attributor_metadata
+
+    try:
+        meta = attributor_metadata(component, "captum")
+    except HostMetadataError as exc:
+        raise CheckFailure(str(exc)) from None
+    said = [f"attribution_kind={meta.attribution_kind!r}"]
+    _, model, x, classes = example(component)
+    targets = _targets(x.shape[0], classes)
+    if meta.multiplies_by_inputs:
+        zero = _as_tensor(attribute(component, model, torch.zeros_like(x), targets), x, "attributor(model, 0, t)")
+        if not bool((zero == 0).all()):
+            raise CheckFailure("declares multiplies_by_inputs=True, but a zero input gets attributions up to "
+                               f"{zero.abs().max().item():.3g}; a method that multiplies by the inputs gives 0 "
+                               "there (declare multiplies_by_inputs=False otherwise)")
+        said.append("zero input -> zero attributions")
+    if not meta.has_convergence_delta:
+        return ", ".join(said)
+    tol = tolerance(component, DEFAULT_TOLERANCE)
+    result = _as_tensor(attribute(component, model, x, targets), x, "attributor(model, inputs, list)")
+    with torch.no_grad():
+        index = torch.tensor(targets)[:, None]
+        end = forward(model, x).gather(1, index).squeeze(1).double()
+        start = forward(model, torch.zeros_like(x)).gather(1, index).squeeze(1).double()
+    sums = result.reshape(x.shape[0], -1).double().sum(dim=1)
+    # relative to the outputs' size: float32 outputs carry a rounding error of that size, the gap may be tiny
+    scale = torch.maximum(end.abs(), start.abs()).clamp_min(1e-12)
+    worst = ((sums - (end - start)).abs() / scale).max().item()
+    if not worst <= tol:
+        raise CheckFailure(f"declares has_convergence_delta=True, but the attributions sum to F(x) - F(0) only "
+                           f"within {worst:.3g} relative (tolerance {tol:g}); declare has_convergence_delta=False "
+                           "or fix the attributor", worst, tol)
+    said.append(f"sums to F(x) - F(0) within {worst:.2g} relative")
+    return ", ".join(said), worst, tol

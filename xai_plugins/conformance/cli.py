@@ -10,12 +10,13 @@ import argparse
 import json
 import textwrap
 
+from xai_plugins.hookspecs import Commands
 from xai_plugins.registry import KINDS
 
 STATUS_MARK = {"pass": "ok", "fail": "FAIL", "skip": "skip"}
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:
+def register_commands(subparsers: Commands) -> None:
     """Add the ``check`` subcommand to the ``xai-plugins`` command."""
     p = subparsers.add_parser("check", help="run the conformance suite on one plugin's components",
                               description="Run the conformance suite on every component a plugin registered. "

@@ -3,7 +3,9 @@ registered component, next to the project's own tests.
 
 Options select what runs: ``--xai-plugin NAME`` (a plugin as ``xai-plugins plugins`` lists it),
 ``--xai-kind KIND``, ``--xai-component NAME`` (or ``KIND:NAME``) and ``--xai-check NAME``; each may be
-repeated. ``pytest --pyargs xai_plugins.conformance`` collects the same tests without the options.
+repeated. A ``--xai-plugin`` that does not exist, is blocked, failed to load or registered nothing is a usage
+error (exit code 4) naming the plugin and why, never an empty, passing run.
+``pytest --pyargs xai_plugins.conformance`` collects the same tests without the options.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def pytest_addoption(parser: Any) -> None:
 
 def pytest_configure(config: Any) -> None:
     """Add the suite's test module to the collection when the plugin is loaded with ``-p``."""
+    plugins = _option(config, "xai_plugin")
+    if plugins:
+        from xai_plugins.conformance.suite import _registry
+
+        check_plugins_loaded(plugins, _registry(None))
     if SUITE_MODULE not in config.args:
         config.args.append(SUITE_MODULE)
 
@@ -43,19 +50,12 @@ def _option(config: Any, name: str) -> list[str] | None:
 
 def selected_cases(config: Any) -> list[tuple[str, str, str]]:
     """``(kind, name, check)`` for every selected component and check, from the command-line options."""
-    import pytest
 
     from xai_plugins.conformance.suite import _registry, checks_for
 
     registry = _registry(None)
     plugins, kinds = _option(config, "xai_plugin"), _option(config, "xai_kind")
     names, checks = _option(config, "xai_component"), _option(config, "xai_check")
-    if plugins:
-        known = {p.name for p in registry.plugins()}
-        unknown = [p for p in plugins if p not in known]
-        if unknown:
-            raise pytest.UsageError(f"--xai-plugin {', '.join(unknown)}: no such plugin; plugins found: "
-                                    f"{', '.join(sorted(known)) or 'none'} (see 'xai-plugins plugins')")
     cases = []
     for comp in registry.components():
         if plugins and comp.plugin not in plugins:
@@ -68,6 +68,31 @@ def selected_cases(config: Any) -> list[tuple[str, str, str]]:
             if not checks or check_name in checks:
                 cases.append((comp.kind, comp.name, check_name))
     return cases
+
+
+def check_plugins_loaded(plugins: list[str], registry: Any) -> None:
+    """Raise ``pytest.UsageError`` naming each plugin of ``--xai-plugin`` that does not exist, is blocked, failed
+    to load or registered no component, so the suite never passes for a plugin it did not check."""
+    import pytest
+
+    from xai_plugins.registry import BLOCK_ENV
+
+    records = {p.name: p for p in registry.plugins()}
+    problems = []
+    for name in plugins:
+        record = records.get(name)
+        if record is None:
+            problems.append(f"--xai-plugin {name}: no such plugin; plugins found: "
+                            f"{', '.join(sorted(records)) or 'none'} (see 'xai-plugins plugins')")
+        elif record.status == "blocked":
+            problems.append(f"--xai-plugin {name}: the plugin is blocked by {BLOCK_ENV}; unblock it to check it")
+        elif record.status != "loaded":
+            problems.append(f"--xai-plugin {name}: the plugin failed to load, so it cannot be checked: "
+                            f"{record.error}")
+        elif not record.components:
+            problems.append(f"--xai-plugin {name}: the plugin registered no component, so there is nothing to check")
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
 
 
 def run_case(case: tuple[str, str, str]) -> None:

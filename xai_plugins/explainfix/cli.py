@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from xai_plugins.hookspecs import Commands
+
 __all__ = ["register_commands", "run"]
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``explainfix`` subcommand (entry point group ``xai_plugins.commands``)."""
+def register_commands(subparsers: Commands) -> None:
+    """Add the ``explainfix`` subcommand (through the explainfix plugin's ``xai_register_commands``)."""
     p = subparsers.add_parser(
         "explainfix", help="fix a torchvision model's spatial filters and plot their ExplainSteer spectra",
         description="Initialise and freeze the spatial convolutions of a torchvision model (built with "

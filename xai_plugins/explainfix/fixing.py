@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xai_plugins.errors import ComponentContractError
 from xai_plugins.explainfix.spatial import spatial_convs
 
 __all__ = ["FixReport", "UnknownMethodError", "fix_spatial_filters", "resolve_initializer"]
@@ -44,6 +45,14 @@ class FixReport:
                 f"{self.fixed_parameters:,} parameters frozen; trainable parameters "
                 f"{self.trainable_before:,} -> {self.trainable_after:,} of {self.total_parameters:,} "
                 f"({pct:.1f}% trainable)")
+
+
+def _source(method: str | Initializer, name: str) -> str:
+    if callable(method):
+        return f"initializer {name!r}"
+    import xai_plugins
+
+    return f"initializer {name!r} of plugin {xai_plugins.describe('initializer', method).plugin!r}"
 
 
 def _trainable(model: nn.Module) -> int:
@@ -129,6 +138,10 @@ def fix_spatial_filters(model: nn.Module, method: str | Initializer = "dct_steer
             got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
             raise ValueError(f"initializer {name!r} returned {got} for weight shape {tuple(conv.weight.shape)}; "
                              "an initializer must return a tensor of the shape it is given")
+        if not bool(torch.isfinite(weight).all()):
+            raise ComponentContractError(
+                f"{_source(method, name)} returned non-finite values (NaN or inf) for weight shape "
+                f"{tuple(conv.weight.shape)}; the model is left unchanged")
         new_weights[id(conv.weight)] = weight
     fixed = 0
     with torch.no_grad():

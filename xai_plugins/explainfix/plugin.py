@@ -43,3 +43,11 @@ def xai_register_initializers(register) -> None:
     for name, function, summary in _FITTED:
         register(name, f"{GUIDED}:{function}", paper=PAPER, model_types=MODEL_TYPES, fixer=FIXER, summary=summary,
                  factory=True, example_shapes=FITTED_SHAPES)
+
+
+@hookimpl
+def xai_register_commands(commands) -> None:
+    """Add the ``explainfix`` subcommand."""
+    from xai_plugins.explainfix.cli import register_commands
+
+    register_commands(commands)

@@ -14,6 +14,8 @@ from xai_plugins._version import distribution_version
 __version__ = distribution_version("xai-plugins-captum")
 
 _EXPORTS: dict[str, str] = {
+    "attribution": "xai_plugins_captum.bridge",
+    "RegisteredAttribution": "xai_plugins_captum.bridge",
     "canonized": "xai_plugins_captum.canonizers",
     "CANONIZED_RULES": "xai_plugins_captum.canonizers",
     "ExtremalPerturbation": "xai_plugins_captum.extremal",

@@ -13,6 +13,8 @@ from xai_plugins._version import distribution_version
 __version__ = distribution_version("xai-plugins-zennit")
 
 _EXPORTS: dict[str, str] = {
+    "attributor": "xai_plugins_zennit.bridge",
+    "RegisteredAttributor": "xai_plugins_zennit.bridge",
     "canonizers_for": "xai_plugins_zennit.canonizers",
     "for_zennit": "xai_plugins_zennit.canonizers",
     "missing_rules": "xai_plugins_zennit.canonizers",

@@ -17,4 +17,5 @@ def gradient_x_input(model, inputs, target, **kwargs):
 @xai_plugins.hookimpl
 def xai_register_attributors(register):
     register("test_gxi", gradient_x_input, summary="Gradient times input (test plugin)",
-             paper="Shrikumar et al., Not Just a Black Box, 2016", model_types=())
+             paper="Shrikumar et al., Not Just a Black Box, 2016", model_types=(), attribution_kind="gradient",
+             multiplies_by_inputs=True)

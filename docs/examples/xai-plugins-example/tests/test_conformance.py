@@ -7,7 +7,8 @@ import xai_plugins
 from xai_plugins.conformance import FAIL, run_checks
 
 
-@pytest.mark.parametrize(("kind", "name"), [("attributor", "example_gxi"), ("canonizer", "example_sequential_bn")])
+@pytest.mark.parametrize(("kind", "name"), [("attributor", "example_gxi"), ("canonizer", "example_sequential_bn"),
+                                           ("model", "example_tiny_convnet"), ("initializer", "example_gaussian")])
 def test_component_passes_the_conformance_suite(kind, name):
     failures = [str(r) for r in run_checks(xai_plugins.describe(kind, name)) if r.status == FAIL]
     assert failures == []

@@ -1,0 +1,119 @@
+"""Any registered attributor as a native Captum attribution.
+
+``attribution(name)`` returns a subclass of ``captum.attr.GradientAttribution`` or
+``captum.attr.PerturbationAttribution`` (as the component's ``attribution_kind`` declares) whose
+``attribute(inputs, target=..., additional_forward_args=..., return_convergence_delta=False, **kwargs)``
+follows Captum's conventions: a tensor or a tuple of tensors with the batch first, int / list / tensor
+targets, extra forward arguments. ``has_convergence_delta()`` and ``multiplies_by_inputs`` come from the
+metadata, so the class works inside ``NoiseTunnel`` and with ``sensitivity_max`` and ``infidelity``::
+
+    GradientXInput = attribution("example_gxi")
+    attributions = NoiseTunnel(GradientXInput(model)).attribute(x, nt_type="smoothgrad", target=3)
+
+Every result is checked (shape, finiteness); a broken one is a ``ComponentContractError`` naming the
+component and its plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from captum.attr import Attribution, GradientAttribution, PerturbationAttribution
+from captum.log import log_usage
+
+from xai_plugins.errors import HostMetadataError
+from xai_plugins.host_bridge import (
+    AttributorMetadata,
+    attribute_inputs,
+    attributor_component,
+    attributor_metadata,
+    describe_source,
+)
+from xai_plugins.registry import Component
+
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+__all__ = ["RegisteredAttribution", "attribution"]
+
+
+def _as_tuple(inputs: Inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), False
+    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
+        return tuple(inputs), True
+    raise TypeError(f"inputs must be a tensor or a tuple of tensors; got {type(inputs).__name__}")
+
+
+def _extra_args(additional_forward_args: Any) -> tuple[Any, ...]:
+    if additional_forward_args is None:
+        return ()
+    return additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
+
+
+class RegisteredAttribution:
+    """The Captum side of one registered attributor; :func:`attribution` adds the Captum base class."""
+
+    component: ClassVar[Component]
+    metadata: ClassVar[AttributorMetadata]
+    forward_func: Any  # set by the Captum base class
+    compute_convergence_delta: Any  # GradientAttribution's, for gradient-based components
+
+    @log_usage(part_of_slo=False)
+    def attribute(self, inputs: Inputs, target: Any = None, additional_forward_args: Any = None,
+                  return_convergence_delta: bool = False, **kwargs: Any) -> Any:
+        """Attributions shaped like ``inputs`` (a tuple for tuple inputs); with ``return_convergence_delta``
+        also the per-sample delta ``sum(attributions) - (F(inputs) - F(baselines))``, ``baselines`` being the
+        keyword of that name or zeros. Other keywords go to the attributor."""
+        tensors, is_tuple = _as_tuple(inputs)
+        if return_convergence_delta and not self.metadata.has_convergence_delta:
+            raise HostMetadataError(
+                f"{describe_source(self.component)} has no convergence delta: it does not declare "
+                "has_convergence_delta=True; call attribute() without return_convergence_delta")
+        attributions = attribute_inputs(self.component, self.forward_func, tensors, target,
+                                        _extra_args(additional_forward_args), **kwargs)
+        formatted = attributions if is_tuple else attributions[0]
+        if not return_convergence_delta:
+            return formatted
+        baselines = kwargs.get("baselines")
+        if baselines is None:
+            start = tuple(torch.zeros_like(t) for t in tensors)
+        else:
+            start = _as_tuple(baselines)[0] if not isinstance(baselines, (int, float)) else tuple(
+                torch.full_like(t, float(baselines)) for t in tensors)
+        delta = self.compute_convergence_delta(attributions, start, tensors, target, additional_forward_args)
+        return formatted, delta
+
+    def has_convergence_delta(self) -> bool:
+        """From the component's ``has_convergence_delta`` metadata."""
+        return self.metadata.has_convergence_delta
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        """From the component's ``multiplies_by_inputs`` metadata."""
+        return self.metadata.multiplies_by_inputs
+
+
+_CLASSES: dict[tuple[str, int], type[Attribution]] = {}
+
+
+def attribution(name: str) -> type[Attribution]:
+    """The Captum attribution class of the registered attributor ``name``.
+
+    An unknown name is a ``ComponentNotFoundError`` listing the registered attributors; a component without
+    ``attribution_kind`` (or with metadata Captum cannot honour) a ``HostMetadataError`` naming the component,
+    its plugin and the metadata.
+    """
+    component = attributor_component(name)
+    key = (name, id(component))
+    if key not in _CLASSES:
+        metadata = attributor_metadata(component, "captum")
+        base = GradientAttribution if metadata.attribution_kind == "gradient" else PerturbationAttribution
+        class_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_")) or name
+        _CLASSES[key] = type(class_name, (RegisteredAttribution, base), {
+            "__module__": __name__,
+            "__doc__": f"{component.summary} ({describe_source(component)}, as a Captum attribution).",
+            "component": component,
+            "metadata": metadata,
+        })
+    return _CLASSES[key]
