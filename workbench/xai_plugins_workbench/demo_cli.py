@@ -36,7 +36,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _threads(args)
     from xai_plugins_workbench.evaluate import DEFAULT_METRICS, EvalSettings, evaluate, write_report
 
-    settings = EvalSettings(images=args.images, seed=args.seed, batch_size=args.batch_size,
+    settings = EvalSettings(images=args.images, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
                             metrics=args.metrics or DEFAULT_METRICS, metrics_backend=args.metrics_backend)
     if args.models:
         settings.models = args.models
@@ -104,6 +104,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``demo``, ``evaluate``, ``explain`` and ``search`` to the ``xai-plugins`` parser."""
+    from xai_plugins.evaluation.training import DATASETS, RECIPES
     from xai_plugins_workbench.evaluate import METRICS
     from xai_plugins_workbench.explain import COMPOSITES
     from xai_plugins_workbench.methods import METHODS
@@ -121,7 +122,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("evaluate", help="methods x models x metrics on the ground-truth dataset")
     p.add_argument("-o", "--out", default="out/evaluate", help="output directory (default: out/evaluate)")
-    p.add_argument("--models", nargs="+", choices=models, help="benchmark models (default: all)")
+    p.add_argument("--dataset", choices=list(DATASETS), default="digits",
+                   help="ground truth: digits on a dark canvas, or on textured backgrounds (default: digits)")
+    p.add_argument("--models", nargs="+", choices=list(RECIPES),
+                   help="benchmark models (default: every model trained on the dataset)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: all that apply)")
     p.add_argument("--metrics", nargs="+", choices=list(METRICS), help="metrics (default: all but the slow "
                    "max_sensitivity)")
