@@ -34,6 +34,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Methods x models x metrics on the ground-truth dataset; writes markdown, JSON and a plot."""
     _threads(args)
+    if args.dataset == "sort-of-clevr":
+        return _evaluate_relational(args)
     from xai_plugins_workbench.evaluate import DEFAULT_METRICS, EvalSettings, evaluate, write_report
 
     settings = EvalSettings(images=args.images, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
@@ -48,6 +50,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for kind, path in paths.items():
         print(f"{kind}: {path.resolve()}")
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _evaluate_relational(args: argparse.Namespace) -> int:
+    """The relational benchmark: LRP on the shipped Relation Network with and without its canonizer."""
+    from xai_plugins.evaluation.relational import load
+    from xai_plugins_workbench.relational import evaluate_relational, markdown
+
+    rows = evaluate_relational(load(), images=args.images, seed=args.seed, batch_size=args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = f"# Relational benchmark on {args.images} Sort-of-CLEVR test scenes (seed {args.seed})\n\n" + \
+        markdown(rows) + "\n"
+    (out / "relational.md").write_text(text)
+    (out / "relational.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(text)
+    print(f"markdown: {(out / 'relational.md').resolve()}")
+    return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -122,8 +141,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("evaluate", help="methods x models x metrics on the ground-truth dataset")
     p.add_argument("-o", "--out", default="out/evaluate", help="output directory (default: out/evaluate)")
-    p.add_argument("--dataset", choices=list(DATASETS), default="digits",
-                   help="ground truth: digits on a dark canvas, or on textured backgrounds (default: digits)")
+    p.add_argument("--dataset", choices=[*DATASETS, "sort-of-clevr"], default="digits",
+                   help="ground truth: digits on a dark canvas or on textured backgrounds, or the relational "
+                        "Sort-of-CLEVR benchmark of the Relation Network (default: digits)")
     p.add_argument("--models", nargs="+", choices=list(RECIPES),
                    help="benchmark models (default: every model trained on the dataset)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: all that apply)")

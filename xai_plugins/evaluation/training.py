@@ -83,7 +83,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            fix="xai_plugins.explainfix:fix_spatial_filters", fix_kwargs={"method": "dct_steered", "seed": 0}),
     Recipe("resnet_textured", "xai_plugins.evaluation.models:small_resnet",
            "the ResNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
-           image_size=48),
+           image_size=48, samples=72000),
 )}
 
 
