@@ -84,6 +84,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("resnet_textured", "xai_plugins.evaluation.models:small_resnet",
            "the ResNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
            image_size=48, samples=72000),
+    Recipe("densenet_textured", "xai_plugins.evaluation.models:small_densenet",
+           "the DenseNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
+           image_size=48, samples=72000),
+    Recipe("efficientnet_textured", "xai_plugins.evaluation.models:small_efficientnet",
+           "the EfficientNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
+           image_size=48, samples=72000),
 )}
 
 
