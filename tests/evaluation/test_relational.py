@@ -78,3 +78,8 @@ def test_reduced_training_and_relational_evaluation_run_within_ci() -> None:
         for key in ("mass_accuracy", "rank_accuracy"):
             mean = row[key]["mean"]
             assert np.isnan(mean) or 0.0 <= mean <= 1.0
+
+
+def test_loading_without_a_checkpoint_names_the_command(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="python -m xai_plugins.evaluation.relational train"):
+        R.load(tmp_path)

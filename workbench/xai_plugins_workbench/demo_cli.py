@@ -39,7 +39,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from xai_plugins_workbench.evaluate import DEFAULT_METRICS, EvalSettings, evaluate, write_report
 
     settings = EvalSettings(images=args.images, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
-                            metrics=args.metrics or DEFAULT_METRICS, metrics_backend=args.metrics_backend)
+                            metrics=args.metrics or DEFAULT_METRICS, metrics_backend=args.metrics_backend,
+                            checkpoint_dir=args.checkpoint_dir)
     if args.models:
         settings.models = args.models
     if args.methods:
@@ -57,7 +58,8 @@ def _evaluate_relational(args: argparse.Namespace) -> int:
     from xai_plugins.evaluation.relational import load
     from xai_plugins_workbench.relational import evaluate_relational, markdown
 
-    rows = evaluate_relational(load(), images=args.images, seed=args.seed, batch_size=args.batch_size)
+    rows = evaluate_relational(load(args.checkpoint_dir), images=args.images, seed=args.seed,
+                               batch_size=args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = f"# Relational benchmark on {args.images} Sort-of-CLEVR test scenes (seed {args.seed})\n\n" + \
@@ -144,6 +146,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=[*DATASETS, "sort-of-clevr"], default="digits",
                    help="ground truth: digits on a dark canvas or on textured backgrounds, or the relational "
                         "Sort-of-CLEVR benchmark of the Relation Network (default: digits)")
+    p.add_argument("--checkpoint-dir", type=Path, default=None,
+                   help="directory of the benchmark checkpoints (default: the ones shipped in the package)")
     p.add_argument("--models", nargs="+", choices=list(RECIPES),
                    help="benchmark models (default: every model trained on the dataset)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods (default: all that apply)")

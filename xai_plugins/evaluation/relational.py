@@ -101,12 +101,16 @@ def train(recipe: RelationalRecipe = RECIPE, *, progress: bool = False) -> tuple
 
 
 def load(directory: Path | None = None) -> nn.Module:
-    """The shipped (or ``directory``'s) trained Relation Network, in eval mode."""
+    """The trained Relation Network of ``directory`` (the package's checkpoint directory by default), in eval
+    mode; ``FileNotFoundError`` naming the command that trains it when there is none."""
     from safetensors.torch import load_file
 
     from xai_plugins.evaluation.training import CHECKPOINT_DIR, checkpoint_record
 
     directory = Path(directory) if directory is not None else CHECKPOINT_DIR
+    if not (directory / f"{CHECKPOINT}.safetensors").is_file():
+        raise FileNotFoundError(f"no trained Relation Network in {directory}; train one with 'python -m "
+                                "xai_plugins.evaluation.relational train --out DIR' and pass that directory")
     record = checkpoint_record(CHECKPOINT, directory)
     model = build(RelationalRecipe(**record["recipe"]))
     model.load_state_dict(load_file(str(directory / f"{CHECKPOINT}.safetensors")))
