@@ -11,6 +11,9 @@ from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DigitsOnCanvas": "xai_plugins.evaluation.dataset",
+    "TexturedCanvas": "xai_plugins.evaluation.textured",
+    "SortOfClevr": "xai_plugins.evaluation.sort_of_clevr",
+    "DATASETS": "xai_plugins.evaluation.training",
     "NUM_CLASSES": "xai_plugins.evaluation.dataset",
     "RECIPES": "xai_plugins.evaluation.training",
     "Recipe": "xai_plugins.evaluation.training",
@@ -22,6 +25,6 @@ _EXPORTS: dict[str, str] = {
     "small_densenet": "xai_plugins.evaluation.models",
     "small_efficientnet": "xai_plugins.evaluation.models",
 }
-_SUBMODULES = ("metrics", "dataset", "models", "training")
+_SUBMODULES = ("metrics", "dataset", "models", "training", "controls", "textured", "sort_of_clevr", "relational")
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)
