@@ -37,10 +37,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Methods x models x metrics on the ground-truth dataset; writes markdown, JSON and a plot."""
     _threads(args)
+    if args.dataset == "sort-of-clevr":
+        return _evaluate_relational(args)
     from xai_plugins_workbench.evaluate import DEFAULT_METRICS, EvalSettings, evaluate, write_report
 
-    settings = EvalSettings(images=args.images, seed=args.seed, batch_size=args.batch_size,
-                            metrics=args.metrics or DEFAULT_METRICS, metrics_backend=args.metrics_backend)
+    settings = EvalSettings(images=args.images, seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
+                            metrics=args.metrics or DEFAULT_METRICS, metrics_backend=args.metrics_backend,
+                            checkpoint_dir=args.checkpoint_dir)
     if args.models:
         settings.models = args.models
     if args.methods:
@@ -55,6 +58,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 NO_WEIGHTS_WARNING = ("xai-plugins: WARNING: no --weights given: this explains a model with RANDOM weights, "
                       "which says nothing about your trained model. Pass --weights FILE (a saved state dict).")
+
+
+def _evaluate_relational(args: argparse.Namespace) -> int:
+    """The relational benchmark: LRP on the shipped Relation Network with and without its canonizer."""
+    from xai_plugins.evaluation.relational import load
+    from xai_plugins_workbench.relational import evaluate_relational, markdown
+
+    rows = evaluate_relational(load(args.checkpoint_dir), images=args.images, seed=args.seed,
+                               batch_size=args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = f"# Relational benchmark on {args.images} Sort-of-CLEVR test scenes (seed {args.seed})\n\n" + \
+        markdown(rows) + "\n"
+    (out / "relational.md").write_text(text)
+    (out / "relational.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(text)
+    print(f"markdown: {(out / 'relational.md').resolve()}")
+    return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -169,8 +190,14 @@ def register_commands(subparsers: Commands) -> None:
                     "digits-on-canvas data; write a markdown table, JSON and a plot.",
         formatter_class=DefaultsFormatter)
     p.add_argument("-o", "--out", default="out/evaluate", help="output directory")
+    p.add_argument("--dataset", choices=LazyChoices("xai_plugins_workbench.evaluate:DATASET_CHOICES"),
+                   default="digits", metavar="DATASET",
+                   help="ground truth: digits on a dark canvas, on textured backgrounds, or the relational "
+                        "Sort-of-CLEVR benchmark of the Relation Network; %(choices)s")
+    p.add_argument("--checkpoint-dir", type=Path, default=None,
+                   help="directory of the benchmark checkpoints (default: the ones shipped in the package)")
     p.add_argument("--models", nargs="+", choices=models, metavar="MODEL",
-                   help="benchmark models (default: all); %(choices)s")
+                   help="benchmark models (default: every model trained on the dataset); %(choices)s")
     p.add_argument("--methods", nargs="+", choices=LazyChoices("xai_plugins_workbench.methods:METHODS"),
                    metavar="METHOD", help="methods (default: all that apply); %(choices)s")
     p.add_argument("--metrics", nargs="+", choices=LazyChoices("xai_plugins_workbench.evaluate:METRICS"),

@@ -18,8 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from xai_plugins.evaluation import metrics as M
-from xai_plugins.evaluation.dataset import DigitsOnCanvas
-from xai_plugins.evaluation.training import available_checkpoints, load_checkpoint, prepare_input
+from xai_plugins.evaluation.training import (
+    DATASETS,
+    RECIPES,
+    available_checkpoints,
+    load_checkpoint,
+    make_dataset,
+    prepare_input,
+)
 from xai_plugins_workbench.methods import METHODS, Method
 
 Metric = Callable[["Sample", Tensor], Tensor]
@@ -71,6 +77,10 @@ def _max_sensitivity(s: Sample, a: Tensor) -> Tensor:
                              generator=s.generator)
 
 
+def _randomisation(s: Sample, a: Tensor) -> Tensor:
+    return M.parameter_randomisation(s.method.fn, s.model, s.inputs, s.target, a, seed=int(s.generator.initial_seed()))
+
+
 def _conservation(s: Sample, a: Tensor) -> Tensor:
     if not s.method.conserving:
         return torch.full((a.shape[0],), float("nan"))
@@ -107,8 +117,12 @@ METRICS: dict[str, MetricSpec] = {m.key: m for m in (
     MetricSpec("max_sensitivity", "Max sensitivity (r=0.05)", False, _max_sensitivity, expensive=True),
     MetricSpec("sparseness", "Sparseness (Gini)", True, lambda s, a: M.sparseness(a)),
     MetricSpec("complexity", "Complexity (entropy)", False, lambda s, a: M.complexity(a)),
+    MetricSpec("randomisation", "Parameter randomisation (Spearman, Adebayo et al.)", False, _randomisation,
+               expensive=True),
     MetricSpec("conservation", "Conservation error (relative)", False, _conservation),
 )}
+DATASET_CHOICES = (*DATASETS, "sort-of-clevr")
+"""What ``xai-plugins evaluate --dataset`` takes: the ground-truth image datasets and the relational benchmark."""
 DEFAULT_METRICS = tuple(k for k, m in METRICS.items() if not m.expensive)
 METRICS_BACKENDS = {"torch": "xai_plugins.evaluation.metrics (batched torch)",
                     "quantus": "Quantus 0.6 where it has the metric, torch for the rest"}
@@ -126,9 +140,11 @@ def _metric_functions(backend: str, keys: Sequence[str]) -> dict[str, Metric]:
 
 @dataclass
 class EvalSettings:
-    """What to evaluate: recipes (models), methods, metrics, and on how many test images."""
+    """What to evaluate: the dataset, recipes (models; by default every recipe trained on that dataset),
+    methods, metrics, and on how many test images."""
 
-    models: Sequence[str] = ("resnet", "densenet", "efficientnet", "bcos", "explainfix")
+    models: Sequence[str] | None = None
+    dataset: str = "digits"
     methods: Sequence[str] = tuple(METHODS)
     metrics: Sequence[str] = DEFAULT_METRICS
     images: int = 64
@@ -150,10 +166,19 @@ def evaluate(settings: EvalSettings, *, progress: bool = True) -> list[dict[str,
     _check(settings.methods, METHODS, "methods")
     _check(settings.metrics, METRICS, "metrics")
     _check([settings.metrics_backend], METRICS_BACKENDS, "metrics backend")
+    _check([settings.dataset], DATASETS, "dataset")
+    requested = list(settings.models) if settings.models is not None else \
+        [name for name, recipe in RECIPES.items() if recipe.dataset == settings.dataset]
+    _check(requested, RECIPES, "models")
+    other = [m for m in requested if RECIPES[m].dataset != settings.dataset]
+    if other:
+        raise ValueError(f"models {', '.join(other)} are trained on another dataset than {settings.dataset!r}; "
+                         f"evaluate them with --dataset {RECIPES[other[0]].dataset}")
     present = set(available_checkpoints(settings.checkpoint_dir))
-    models = [m for m in settings.models if m in present]
-    settings.skipped.extend(f"model {m}: no checkpoint" for m in settings.models if m not in present)
-    data = DigitsOnCanvas(settings.images, split="test", seed=settings.seed + 1000)
+    models = [m for m in requested if m in present]
+    settings.skipped.extend(f"model {m}: no checkpoint" for m in requested if m not in present)
+    size = RECIPES[requested[0]].image_size if requested else 32
+    data = make_dataset(settings.dataset, settings.images, split="test", seed=settings.seed + 1000, size=size)
     images, labels, masks = data.tensors()
     jobs = [(r, METHODS[m]) for r in models for m in settings.methods if METHODS[m].applies_to(r)]
     bar = _bar(len(jobs) * math.ceil(settings.images / settings.batch_size), progress, "evaluate")
@@ -318,7 +343,8 @@ def write_report(rows: Sequence[dict[str, Any]], settings: EvalSettings, out_dir
                "rows": list(rows), "headline": entries}
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "plot": out_dir / "results.png"}
     paths["json"].write_text(json.dumps(payload, indent=2, default=list) + "\n")
-    text = [f"# Evaluation on {settings.images} DigitsOnCanvas test images (seed {settings.seed})", ""]
+    dataset = DATASETS[settings.dataset].__name__
+    text = [f"# Evaluation on {settings.images} {dataset} test images (seed {settings.seed})", ""]
     if entries:
         text += ["## Canonized vs plain LRP on the BatchNorm models", "", headline_markdown(entries), ""]
     text += ["## All methods", "", markdown_table(rows, settings.metrics), ""]

@@ -11,22 +11,26 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from xai_plugins.evaluation.controls import edge_attribution, input_attribution, random_attribution
 from xai_plugins.model_state import explaining
 from xai_plugins_workbench.lrp import LrpConfig, captum_lrp, zennit_lrp
 
 Attribute = Callable[[nn.Module, Tensor, Tensor], Tensor]
-BN_RECIPES = ("resnet", "densenet", "efficientnet")
+BN_RECIPES = ("resnet", "densenet", "efficientnet", "resnet_textured", "densenet_textured",
+              "efficientnet_textured")
 
 
 @dataclass(frozen=True)
 class Method:
-    """A named explanation method; ``applies_to(recipe)`` says which benchmark models it explains."""
+    """A named explanation method; ``applies_to(recipe)`` says which benchmark models it explains, ``control``
+    marks a model-free control attribution (:mod:`xai_plugins.evaluation.controls`)."""
 
     name: str
     label: str
     fn: Attribute
     applies_to: Callable[[str], bool]
     conserving: bool = False
+    control: bool = False
 
 
 def gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor:
@@ -91,4 +95,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            lambda m, x, t: captum_lrp(m, x, t, canonize=True), _bn, conserving=True),
     Method("extremal", "Extremal perturbation (10%)", extremal_mask, _standard),
     Method("bcos", "B-cos contributions", bcos_contributions, lambda r: r == "bcos", conserving=True),
+    Method("control_input", "Control: the input itself", input_attribution, _any, control=True),
+    Method("control_edges", "Control: edge detector (Sobel)", edge_attribution, _any, control=True),
+    Method("control_random", "Control: random attribution", random_attribution, _any, control=True),
 )}
+"""The compared methods, then the controls (model-free attributions that a valid benchmark ranks last)."""

@@ -115,6 +115,21 @@ def max_sensitivity(s: Sample, a: Tensor) -> Tensor:
                 device="cpu", explain_func=explain, softmax=False)
 
 
+def randomisation(s: Sample, a: Tensor) -> Tensor:
+    """Quantus' model parameter randomisation test (MPRT, Adebayo et al. 2018) on the fully randomised model:
+    Spearman correlation of the absolute pixel maps before and after (lower is better)."""
+
+    def explain(model: Any, inputs: np.ndarray, targets: np.ndarray, **_: Any) -> np.ndarray:
+        result = s.method.fn(model, torch.as_tensor(inputs), torch.as_tensor(targets))
+        return _np(M.pixel_relevance(result)[:, None])
+
+    correlations = _run("MPRT", {"abs": True, "skip_layers": True, "return_last_correlation": True,
+                                 "seed": int(s.generator.initial_seed())},
+                        model=s.model, x_batch=_np(s.inputs), y_batch=_np(s.target).astype(int),
+                        a_batch=_pixel_map(a), device="cpu", explain_func=explain, softmax=False)
+    return correlations.reshape(-1)
+
+
 def sparseness(s: Sample, a: Tensor) -> Tensor:
     return _run("Sparseness", {"abs": True}, model=None, x_batch=np.zeros_like(_pixel_map(a)),
                 y_batch=_np(s.target).astype(int), a_batch=np.abs(_pixel_map(a)))
@@ -132,6 +147,7 @@ QUANTUS_METRICS: dict[str, Callable[[Sample, Tensor], Tensor]] = {
     "region_aopc": region_aopc,
     "pixel_flipping": pixel_flipping,
     "max_sensitivity": max_sensitivity,
+    "randomisation": randomisation,
     "sparseness": sparseness,
     "complexity": complexity,
 }

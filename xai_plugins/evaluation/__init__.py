@@ -13,6 +13,9 @@ from xai_plugins._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DigitsOnCanvas": "xai_plugins.evaluation.dataset",
+    "TexturedCanvas": "xai_plugins.evaluation.textured",
+    "SortOfClevr": "xai_plugins.evaluation.sort_of_clevr",
+    "DATASETS": "xai_plugins.evaluation.training",
     "NUM_CLASSES": "xai_plugins.evaluation.dataset",
     "RECIPES": "xai_plugins.evaluation.training",
     "Recipe": "xai_plugins.evaluation.training",
@@ -24,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "small_densenet": "xai_plugins.evaluation.models",
     "small_efficientnet": "xai_plugins.evaluation.models",
 }
-_SUBMODULES = ("metrics", "dataset", "models", "training")
+_SUBMODULES = ("metrics", "dataset", "models", "training", "controls", "textured", "sort_of_clevr", "relational")
 
 if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
     from xai_plugins.evaluation import dataset, metrics, models, training  # noqa: F401

@@ -107,8 +107,7 @@ class DigitsOnCanvas(Dataset):
         images, labels = _digits()
         rng = np.random.default_rng([self.seed, _SPLITS.index(self.split), index])
         s = cfg.size
-        canvas = np.zeros((3, s, s), dtype=np.float32)
-        canvas += rng.uniform(0.0, 0.15, size=(3, 1, 1)).astype(np.float32)
+        canvas = self._background(rng, s)
 
         digit_id = int(self._indices[rng.integers(len(self._indices))])
         scale = int(rng.choice(cfg.scales))
@@ -134,6 +133,12 @@ class DigitsOnCanvas(Dataset):
         else:
             mask[0, top:top + side, left:left + side] = glyph > 0.25
         return canvas, int(labels[digit_id]), mask
+
+    def _background(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """The empty canvas ``(3, size, size)``: a dark uniform colour (a subclass draws textures here)."""
+        canvas = np.zeros((3, size, size), dtype=np.float32)
+        canvas += rng.uniform(0.0, 0.15, size=(3, 1, 1)).astype(np.float32)
+        return canvas
 
     def _draw_distractor(self, canvas: np.ndarray, occupied: np.ndarray, rng: np.random.Generator) -> None:
         """Draw a digit fragment or a line segment where nothing is yet (up to 20 placement tries)."""

@@ -230,3 +230,55 @@ def relative_completeness_gap(model: Callable[[Tensor], Tensor], inputs: Tensor,
             out = out - _scores(model, base.expand_as(inputs), t)
     gap = completeness_gap(model, inputs, t, attributions, baseline=baseline)
     return gap.abs() / out.abs().clamp(min=1e-12)
+
+
+def _ranks(values: Tensor) -> Tensor:
+    """Ranks along dim 1 (0 .. n-1), ties broken by position; used for Spearman correlation."""
+    order = torch.argsort(values, dim=1, stable=True)
+    ranks = torch.empty_like(order, dtype=torch.float64)
+    ranks.scatter_(1, order, torch.arange(values.shape[1], dtype=torch.float64, device=values.device)
+                   .expand_as(order).contiguous())
+    return ranks
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation per sample between two batches of maps (flattened from dim 1)."""
+    ra, rb = _ranks(a.flatten(1)), _ranks(b.flatten(1))
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    return ((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-12)).float()
+
+
+def randomised_model(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A copy of ``model`` with every module that has ``reset_parameters`` re-initialised from ``seed`` (the
+    full cascade of Adebayo et al.'s model parameter randomisation test); ``model`` itself is untouched."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for module in clone.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+            reset_stats = getattr(module, "reset_running_stats", None)
+            if callable(reset_stats):
+                reset_stats()
+    finally:
+        torch.random.set_rng_state(state)
+    return clone.eval()
+
+
+def parameter_randomisation(explain: Callable[[torch.nn.Module, Tensor, Tensor], Tensor], model: torch.nn.Module,
+                            inputs: Tensor, target: int | Tensor | list[int], attributions: Tensor, *,
+                            seed: int = 0) -> Tensor:
+    """Model parameter randomisation test (Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018).
+
+    Spearman correlation between the absolute pixel relevance of ``attributions`` and that of the same method
+    on the fully re-initialised model (:func:`randomised_model`); lower is better. An explanation that does not
+    depend on the model (a control such as the input itself) scores 1. ``explain(model, inputs, target)``.
+    """
+    t = _targets(target, inputs.shape[0])
+    random_attributions = explain(randomised_model(model, seed), inputs, t)
+    return spearman(pixel_relevance(attributions).abs(), pixel_relevance(random_attributions).abs())

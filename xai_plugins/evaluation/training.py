@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from xai_plugins.evaluation.dataset import NUM_CLASSES, DigitsOnCanvas
+from xai_plugins.evaluation.textured import TexturedCanvas
 
 CHECKPOINT_DIR = Path(__file__).with_name("checkpoints")
 
@@ -33,6 +34,7 @@ class Recipe:
     turns the fitted model's input images into what it expects (the 6-channel B-cos encoding); ``fix``
     (optional) is called on the fresh model before training (ExplainFix's fixed spatial filters). ``loss`` is
     ``"ce"`` (cross-entropy) or ``"bce"`` (one-vs-all binary cross-entropy, as B-cos networks are trained).
+    ``dataset`` names the ground-truth dataset of :data:`DATASETS` it is trained and evaluated on.
     """
 
     name: str
@@ -50,6 +52,18 @@ class Recipe:
     image_size: int = 32
     test_samples: int = 1000
     loss: str = "ce"
+    dataset: str = "digits"
+
+
+DATASETS: dict[str, type[DigitsOnCanvas]] = {"digits": DigitsOnCanvas, "textured": TexturedCanvas}
+"""The ground-truth datasets by name: digits on a dark canvas, and the same digits on textured backgrounds."""
+
+
+def make_dataset(name: str, length: int, *, split: str, seed: int, **kwargs: Any) -> DigitsOnCanvas:
+    """Dataset ``name`` of :data:`DATASETS` (its own canvas size unless ``size=`` is given)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return DATASETS[name](length, split=split, seed=seed, **kwargs)
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
@@ -67,6 +81,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "the EfficientNet above with fixed DCT-steered spatial filters (ExplainFix): only 1x1 convolutions, "
            "BatchNorm and the classifier learn",
            fix="xai_plugins.explainfix:fix_spatial_filters", fix_kwargs={"method": "dct_steered", "seed": 0}),
+    Recipe("resnet_textured", "xai_plugins.evaluation.models:small_resnet",
+           "the ResNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
+           image_size=48, samples=72000),
+    Recipe("densenet_textured", "xai_plugins.evaluation.models:small_densenet",
+           "the DenseNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
+           image_size=48, samples=72000),
+    Recipe("efficientnet_textured", "xai_plugins.evaluation.models:small_efficientnet",
+           "the EfficientNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
+           image_size=48, samples=72000),
 )}
 
 
@@ -119,7 +142,7 @@ def train(name: str, *, progress: bool = True) -> tuple[nn.Module, dict[str, Any
     fix_report = None
     if recipe.fix:
         fix_report = _resolve(recipe.fix)(model, **recipe.fix_kwargs)
-    data = DigitsOnCanvas(recipe.samples, split="train", seed=recipe.seed, size=recipe.image_size)
+    data = make_dataset(recipe.dataset, recipe.samples, split="train", seed=recipe.seed, size=recipe.image_size)
     loader = torch.utils.data.DataLoader(data, batch_size=recipe.batch_size, shuffle=False,
                                          generator=torch.Generator().manual_seed(recipe.seed))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -139,7 +162,8 @@ def train(name: str, *, progress: bool = True) -> tuple[nn.Module, dict[str, Any
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-    test = DigitsOnCanvas(recipe.test_samples, split="test", seed=recipe.seed + 1, size=recipe.image_size)
+    test = make_dataset(recipe.dataset, recipe.test_samples, split="test", seed=recipe.seed + 1,
+                        size=recipe.image_size)
     record = {
         "recipe": asdict(recipe),
         "test_accuracy": accuracy(model, name, test),
