@@ -25,6 +25,7 @@ SMALL = {
     "bcos_wide_resnet50_2": {"width": 8},
     **{f"bcos_vgg{d}": {"classifier_width": 64} for d in (11, 13, 16, 19)},
     **{f"bcos_densenet{d}": {"growth": 8, "init_features": 16} for d in (121, 161, 169, 201)},
+    **{f"bcos_convnext_{size}": {"widths": (8, 16, 24, 32)} for size in ("atto", "tiny", "small", "base", "large")},
     "bcos_simple_cnn": {},
 }
 """Smaller widths for the slowest builders; the structure (depth, layer types) is the registered one."""

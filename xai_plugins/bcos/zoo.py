@@ -65,6 +65,10 @@ for _depth in (121, 161, 169, 201):
     register_model(f"bcos_densenet{_depth}", f"xai_plugins.bcos.densenet:bcos_densenet{_depth}",
                    f"B-cos DenseNet-{_depth} {_ENCODED}", f"bcos.models.densenet:densenet{_depth}",
                    _SMALL_DENSENET if _depth > 121 else None)
+for _size in ("atto", "tiny", "small", "base", "large"):
+    register_model(f"bcos_convnext_{_size}", f"xai_plugins.bcos.convnext:bcos_convnext_{_size}",
+                   f"B-cos ConvNeXt-{_size.capitalize()} (centered position norm; norm='batch' for BNU) {_ENCODED}",
+                   f"bcos.models.convnext:convnext_{_size}", {"widths": (8, 16, 24, 32)})
 register_model("bcos_simple_cnn", "xai_plugins.bcos.simple_cnn:bcos_simple_cnn",
                "small B-cos CNN for small images (digits, CIFAR-sized) on 6-channel inputs")
 
@@ -72,6 +76,7 @@ MODEL_TYPES: tuple[str, ...] = (
     "xai_plugins.bcos.resnet.BcosResNet",
     "xai_plugins.bcos.vgg.BcosVGG",
     "xai_plugins.bcos.densenet.BcosDenseNet",
+    "xai_plugins.bcos.convnext.BcosConvNeXt",
     "xai_plugins.bcos.simple_cnn.BcosSimpleCNN",
     "xai_plugins.bcos.convert.Bcosified",
 )
