@@ -7,6 +7,7 @@ derived from :data:`MODELS`. The table holds import strings only, so reading it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -38,7 +39,7 @@ MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, target: str, summary: str, authors_builder: str | None = None,
-                   example_kwargs: dict[str, object] | None = None, complete: bool = True) -> ModelEntry:
+                   example_kwargs: Mapping[str, object] | None = None, complete: bool = True) -> ModelEntry:
     """Add a model to :data:`MODELS`; a name can be registered once."""
     if name in MODELS:
         raise ValueError(f"B-cos model {name!r} is already registered (builder {MODELS[name].target})")
