@@ -53,7 +53,7 @@ def main() -> None:
     from bcos.models.resnet import resnet18 as reference_resnet18
     from bcos.modules import norms as reference_norms
 
-    from xai_plugins.bcos import create_model, encode_input, explanation_mode
+    from xai_plugins.bcos import create_model, encode_input, explanation_mode, from_authors_state_dict
 
     torch.manual_seed(0)
     image = torch.rand(args.batch, 3, args.size, args.size)
@@ -61,6 +61,7 @@ def main() -> None:
     ours = create_model("bcos_resnet18", num_classes=1000).eval()
     reference = reference_resnet18(num_classes=1000,
                                    norm_layer=reference_norms.NoBias(reference_norms.BatchNormUncentered2d)).eval()
+    ours.load_state_dict(from_authors_state_dict(reference.state_dict()))  # the same network, weight for weight
     standard = torchvision.models.resnet18(weights=None).eval()
 
     steps = {

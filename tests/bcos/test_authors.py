@@ -27,6 +27,8 @@ bcos_modules = pytest.importorskip("bcos.modules")
 NUM_CLASSES = 10
 TOLERANCE = 1e-6
 
+CONVNEXT_DEPTHS = {"atto": (2, 2, 6, 2), "tiny": (3, 3, 9, 3), "small": (3, 3, 27, 3), "base": (3, 3, 27, 3),
+                   "large": (3, 3, 27, 3)}
 DENSE_BLOCKS = {121: (6, 12, 24, 16), 161: (6, 12, 36, 24), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}
 
 CASES: dict[str, tuple[dict, dict, int]] = {
@@ -43,11 +45,16 @@ CASES: dict[str, tuple[dict, dict, int]] = {
     **{f"bcos_vgg{d}": ({"classifier_width": 64}, {"classifier_width": 64}, 32) for d in (11, 13, 16, 19)},
     **{f"bcos_densenet{d}": ({"growth": 8, "init_features": 16}, {"blocks": blocks}, 64)
        for d, blocks in DENSE_BLOCKS.items()},
+    # ConvNeXt: the authors' BcosConvNeXt class at widths 8-32 with the size's depths, their default norm
+    # (centered position norm, eps 1e-6) as in their "_pn" checkpoints
+    **{f"bcos_convnext_{size}": ({"widths": (8, 16, 24, 32)}, {"convnext": depths}, 32)
+       for size, depths in CONVNEXT_DEPTHS.items()},
 }
 
 
 def test_every_model_with_an_authors_counterpart_is_compared():
-    assert {n for n, e in MODELS.items() if e.authors_builder} == set(CASES)
+    """Every CNN here; the ViTs are compared in test_vit.py."""
+    assert {n for n, e in MODELS.items() if e.authors_builder and "vit" not in n} == set(CASES)
 
 
 def authors_builder(name: str):
@@ -61,6 +68,13 @@ def authors_model(name: str, kwargs: dict, norm: object | None = None) -> nn.Mod
     norm = norms.NoBias(norms.BatchNormUncentered2d) if norm is None else norm
     conv = functools.partial(bcos_modules.BcosConv2d, b=2, max_out=1)
     kwargs = dict(kwargs)
+    if "convnext" in kwargs:
+        from bcos.models.convnext import BcosConvNeXt, CNBlockConfig
+
+        widths = (8, 16, 24, 32)
+        setting = [CNBlockConfig(w, widths[i + 1] if i < 3 else None, d)
+                   for i, (w, d) in enumerate(zip(widths, kwargs.pop("convnext")))]
+        return BcosConvNeXt(setting, num_classes=NUM_CLASSES, conv_layer=conv)
     if "blocks" in kwargs:
         from bcos.models.densenet import BcosDenseNet
 
@@ -85,9 +99,9 @@ def test_full_size_layouts_equal_the_authors(name):
     state dict, mapped, is one of ours and vice versa."""
     norms = bcos_modules.norms
     conv = functools.partial(bcos_modules.BcosConv2d, b=2, max_out=1)
+    norm = {} if "convnext" in name else {"norm_layer": norms.NoBias(norms.BatchNormUncentered2d)}
     with torch.device("meta"):
-        theirs = authors_builder(name)(num_classes=1000, norm_layer=norms.NoBias(norms.BatchNormUncentered2d),
-                                       conv_layer=conv)
+        theirs = authors_builder(name)(num_classes=1000, conv_layer=conv, **norm)
         ours = create_model(name, num_classes=1000)
     for m in theirs.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -107,7 +121,9 @@ def calibrate_and_randomise(model: nn.Module, x: torch.Tensor, seed: int) -> nn.
     model.train()(x)
     for m in norms:
         m.momentum = 0.1
-        m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=generator, dtype=m.weight.dtype))
+    for name, p in model.named_parameters():  # norm weights and ConvNeXt layer scales (1e-6 at init)
+        if p.dim() == 1 or name.endswith("layer_scale"):
+            p.copy_(0.5 + torch.rand(p.shape, generator=generator, dtype=p.dtype))
     return model.eval()
 
 

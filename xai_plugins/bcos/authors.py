@@ -79,12 +79,14 @@ def load_authors_weights(model: nn.Module, path: str | os.PathLike, strict: bool
     return load_state(model, from_authors_state_dict(read_state_dict(path)), strict, source=str(path))
 
 
-def load_state(model: nn.Module, state: Mapping[str, Tensor], strict: bool, source: str) -> nn.Module:
+def load_state(model: nn.Module, state: Mapping[str, object], strict: bool, source: str) -> nn.Module:
     """``model.load_state_dict(state)``, checked first so that a state dict that does not fit leaves the model
     untouched, with an error that names the file, the first differences and the likely fix."""
     own = model.state_dict()
-    problems = [f"{k}: shape {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
-                for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = [f"{k}: {type(v).__name__} in the file, not a tensor" for k, v in state.items()
+                if not torch.is_tensor(v)]
+    problems += [f"{k}: shape {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+                 for k, v in state.items() if torch.is_tensor(v) and k in own and tuple(v.shape) != tuple(own[k].shape)]
     if strict:
         missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
         if missing:

@@ -95,10 +95,13 @@ def require_bcos_model(model: object, who: str = "B-cos contributions") -> nn.Mo
 
 
 def needs_encoding(model: nn.Module, inputs: Tensor) -> bool:
-    """Whether ``inputs`` are images the model reads as ``[x, 1 - x]``: its first B-cos layer expects twice
-    their channel count."""
+    """Whether ``inputs`` are images the model reads as ``[x, 1 - x]``: the model's ``in_channels`` (or, without
+    that attribute, its first B-cos convolution's) is twice their channel count."""
     first = require_bcos_model(model)
-    return isinstance(first, BcosConv2d) and inputs.dim() >= 2 and first.in_channels == 2 * inputs.shape[1]
+    expected = getattr(model, "in_channels", None)
+    if not isinstance(expected, int):
+        expected = first.in_channels if isinstance(first, BcosConv2d) else None
+    return expected is not None and inputs.dim() >= 2 and expected == 2 * inputs.shape[1]
 
 
 def fold_encoded(contributions: Tensor) -> Tensor:

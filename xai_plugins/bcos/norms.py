@@ -206,16 +206,15 @@ NORM_LAYERS: dict[str, type[nn.Module]] = {
 """Norm layers by the short names the model builders accept as ``norm=``."""
 
 
-def make_norm(kind: str | None, num_channels: int) -> nn.Module:
+def make_norm(kind: str | None, num_channels: int, eps: float = 1e-5) -> nn.Module:
     """A norm layer of that kind for ``num_channels`` channels (``None`` or ``"none"`` gives an identity)."""
     if kind is None or kind == "none":
         return nn.Identity()
+    if kind not in NORM_LAYERS:
+        raise ValueError(f"unknown norm {kind!r}; use one of: {', '.join(NORM_LAYERS)} or 'none'")
     if kind in ("group", "group_centered"):
-        return NORM_LAYERS[kind](_groups_for(num_channels), num_channels)
-    try:
-        return NORM_LAYERS[kind](num_channels)
-    except KeyError:
-        raise ValueError(f"unknown norm {kind!r}; use one of: {', '.join(NORM_LAYERS)} or 'none'") from None
+        return NORM_LAYERS[kind](_groups_for(num_channels), num_channels, eps=eps)
+    return NORM_LAYERS[kind](num_channels, eps=eps)
 
 
 def _groups_for(num_channels: int, preferred: int = 32) -> int:

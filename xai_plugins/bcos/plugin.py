@@ -17,11 +17,12 @@ PAPER_V2 = ("Böhle, Singh, Fritz and Schiele, B-cos Alignment for Inherently In
 @hookimpl
 def xai_register_models(register: Register) -> None:
     for name, entry in MODELS.items():
-        extra = {"example_model_kwargs": entry.example_kwargs} if entry.example_kwargs else {}
+        extra: dict[str, object] = {"example_model_kwargs": entry.example_kwargs} if entry.example_kwargs else {}
+        if entry.complete:
+            extra.update(explanation_mode="xai_plugins.bcos.mode:explanation_mode",
+                         logit_bias="xai_plugins.bcos.explain:logit_bias")
         register(name, entry.target, summary=entry.summary, paper=PAPER_V2, input_channels=6,
-                 input_encoding="xai_plugins.bcos:encode_input",
-                 explanation_mode="xai_plugins.bcos.mode:explanation_mode",
-                 logit_bias="xai_plugins.bcos.explain:logit_bias", **extra)
+                 input_encoding="xai_plugins.bcos:encode_input", **extra)
 
 
 @hookimpl

@@ -7,6 +7,7 @@ derived from :data:`MODELS`. The table holds import strings only, so reading it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -21,6 +22,8 @@ class ModelEntry:
         authors_builder: import string of the authors' ``bcos`` package builder of the same network (whose
             state dicts :mod:`xai_plugins.bcos.authors` maps onto this model), or ``None`` if they have none.
         example_kwargs: builder arguments the conformance suite uses to keep its example small.
+        complete: whether the contributions sum to the logit minus the logit bias (the ViTs add a constant
+            positional embedding, whose contribution is separate; the plugin then promises no completeness).
     """
 
     name: str
@@ -28,6 +31,7 @@ class ModelEntry:
     summary: str
     authors_builder: str | None = None
     example_kwargs: dict[str, object] = field(default_factory=dict)
+    complete: bool = True
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -35,11 +39,11 @@ MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, target: str, summary: str, authors_builder: str | None = None,
-                   example_kwargs: dict[str, object] | None = None) -> ModelEntry:
+                   example_kwargs: Mapping[str, object] | None = None, complete: bool = True) -> ModelEntry:
     """Add a model to :data:`MODELS`; a name can be registered once."""
     if name in MODELS:
         raise ValueError(f"B-cos model {name!r} is already registered (builder {MODELS[name].target})")
-    entry = ModelEntry(name, target, summary, authors_builder, dict(example_kwargs or {}))
+    entry = ModelEntry(name, target, summary, authors_builder, dict(example_kwargs or {}), complete)
     MODELS[name] = entry
     return entry
 
@@ -65,6 +69,18 @@ for _depth in (121, 161, 169, 201):
     register_model(f"bcos_densenet{_depth}", f"xai_plugins.bcos.densenet:bcos_densenet{_depth}",
                    f"B-cos DenseNet-{_depth} {_ENCODED}", f"bcos.models.densenet:densenet{_depth}",
                    _SMALL_DENSENET if _depth > 121 else None)
+for _size in ("atto", "tiny", "small", "base", "large"):
+    register_model(f"bcos_convnext_{_size}", f"xai_plugins.bcos.convnext:bcos_convnext_{_size}",
+                   f"B-cos ConvNeXt-{_size.capitalize()} (centered position norm; norm='batch' for BNU) {_ENCODED}",
+                   f"bcos.models.convnext:convnext_{_size}", {"widths": (8, 16, 24, 32)})
+_SMALL_VIT = {"dim": 32, "depth": 2, "heads": 2, "mlp_dim": 64}
+for _size in ("ti", "s", "b", "l"):
+    register_model(f"bcos_simple_vit_{_size}_patch16_224", f"xai_plugins.bcos.vit:bcos_simple_vit_{_size}_patch16_224",
+                   f"B-cos Simple ViT-{_size.upper()}/16 {_ENCODED}",
+                   f"bcos.models.vit:simple_vit_{_size}_patch16_224", _SMALL_VIT, complete=False)
+    register_model(f"bcos_vitc_{_size}_patch1_14", f"xai_plugins.bcos.vit:bcos_vitc_{_size}_patch1_14",
+                   f"B-cos ViT-C-{_size.upper()} (B-cos convolution stem, 1x1 patches) {_ENCODED}",
+                   f"bcos.models.vit:vitc_{_size}_patch1_14", {**_SMALL_VIT, "stem": (8, 16)}, complete=False)
 register_model("bcos_simple_cnn", "xai_plugins.bcos.simple_cnn:bcos_simple_cnn",
                "small B-cos CNN for small images (digits, CIFAR-sized) on 6-channel inputs")
 
@@ -72,6 +88,8 @@ MODEL_TYPES: tuple[str, ...] = (
     "xai_plugins.bcos.resnet.BcosResNet",
     "xai_plugins.bcos.vgg.BcosVGG",
     "xai_plugins.bcos.densenet.BcosDenseNet",
+    "xai_plugins.bcos.convnext.BcosConvNeXt",
+    "xai_plugins.bcos.vit.BcosViT",
     "xai_plugins.bcos.simple_cnn.BcosSimpleCNN",
     "xai_plugins.bcos.convert.Bcosified",
 )
