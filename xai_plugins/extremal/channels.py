@@ -213,9 +213,9 @@ def channel_extremal_perturbation(
         masks=params.reshape(batch, num_areas, problem.channels).clone(),
         rewards=rewards.reshape(batch, num_areas),
         areas_achieved=params.mean(dim=1).reshape(batch, num_areas),
-        iterations=optimiser.iterations.clone(),
+        iterations=optimiser.iterations,
         areas=areas,
-        converged=~optimiser.active,
+        converged=optimiser.converged,
         layer_shape=layer_shape,
     )
 
