@@ -17,8 +17,9 @@ and therefore identical for both variants:
   equalises them and lets the area penalty fix the mask before the reward has ordered the pixels). The
   learning rate warms up linearly, then decays on a cosine. Parameters stay in [0, 1].
 - **Stopping.** A mask row stops once it changed by less than ``tol`` for ``patience`` iterations and is
-  within ``area_tol`` of its area; it leaves the batch, so the model runs on fewer rows. Every quantity is per row or per sample
-  and the iteration index is global, so a sample's result does not depend on the other samples of its batch.
+  within ``area_tol`` of its area; it leaves the batch, so the model runs on fewer rows. Every quantity is per
+  row or per sample and the iteration index is global, so a sample's result does not depend on the other
+  samples of its batch.
 """
 
 from __future__ import annotations
