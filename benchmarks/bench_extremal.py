@@ -15,7 +15,8 @@ on synthetic images, areas 0.05 / 0.1 / 0.2, one thread:
 The last lines are the verdict table: speed-up >= 30x and reward >= reference - 2 % at every area.
 
 Usage: python benchmarks/bench_extremal.py [--models resnet50 vgg16] [--size 224] [--images 1] [--ref-iters 800]
-       [--batch 4] [--batch-model resnet50] [--skip-batch] [--threads 1] [--ref-cache DIR]
+       [--batch 4] [--batch-model resnet50] [--skip-batch] [--threads 1] [--ref-cache DIR] [--max-iter N]
+       [--learning-rate LR]
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def compare(name: str, args: argparse.Namespace) -> list[dict]:
         ref = reference_timed(model, image, target, args.ref_iters, knobs, args.ref_cache)
         ref_seconds = ref["seconds"] * 800 / ref["iterations"]
         start = time.perf_counter()
-        ours = extremal_perturbation(model, image, target, areas=AREAS, seed=0)
+        ours = extremal_perturbation(model, image, target, areas=AREAS, seed=0, **args.ours)
         our_seconds = time.perf_counter() - start
         ref_reward, ref_err = evaluate(model, image, target, ref["masks"], 8, scales.max_blur)
         our_reward, our_err = evaluate(model, image, target, ours.masks[0, :, 0], 8, scales.max_blur)
@@ -158,11 +159,11 @@ def batching(args: argparse.Namespace) -> tuple[float, float]:
     with torch.no_grad():
         targets = model(images).argmax(dim=1)
     start = time.perf_counter()
-    extremal_perturbation(model, images, targets, areas=AREAS, seed=0)
+    extremal_perturbation(model, images, targets, areas=AREAS, seed=0, **args.ours)
     batched = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(args.batch):
-        extremal_perturbation(model, images[i: i + 1], targets[i: i + 1], areas=AREAS, seed=0)
+        extremal_perturbation(model, images[i: i + 1], targets[i: i + 1], areas=AREAS, seed=0, **args.ours)
     single = time.perf_counter() - start
     print(f"\nbatching ({args.batch_model} {args.size}x{args.size}, {args.batch} images, 3 areas): one call "
           f"{batched:.1f} s, single calls {single:.1f} s: batching {single / batched:.2f}x as fast")
@@ -204,10 +205,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--batch-model", default="resnet50")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--max-iter", type=int, default=None, help="our budget (default: the library's)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="our learning rate (default: the library's)")
     args = parser.parse_args()
+    args.ours = {k: v for k, v in (("max_iter", args.max_iter), ("learning_rate", args.learning_rate)) if v is not None}
     torch.set_num_threads(args.threads)
     print(f"bench_extremal: torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, load "
-          f"average {os.getloadavg()[0]:.1f}, {args.size}x{args.size}, areas {AREAS}")
+          f"average {os.getloadavg()[0]:.1f}, {args.size}x{args.size}, areas {AREAS}, ours {args.ours or 'defaults'}")
     rows = [row for name in args.models for row in compare(name, args)]
     batch = None if args.skip_batch else batching(args)
     verdict(rows, batch)
