@@ -4,7 +4,9 @@ Not a test. For each model (default ResNet-50 and VGG-16, random weights, seed 0
 on synthetic images, areas 0.05 / 0.1 / 0.2, one thread:
 
 1. the reference's default run (800 iterations, its flip jitter, the image-equivalent areas of
-   :func:`image_equivalent_areas` so both optimise the same objective) and ours with the library defaults, each
+   :func:`image_equivalent_areas` so both optimise the same objective; the grid step and sigma of
+   :func:`xai_plugins.extremal.scales.mask_scales`, the paper's at 224, while its blur stays 20 px at every size)
+   and ours with the library defaults, each
    timed as a whole call. With ``--ref-iters K < 800`` the reference runs K iterations, its time is extrapolated
    to 800 (K/800 of the run measured, stated in the table) and its masks are those of the K-iteration run, so
    its reward is not that of the default run; only complete runs give the reward verdict.
