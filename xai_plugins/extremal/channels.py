@@ -56,7 +56,7 @@ class ChannelExtremalResult:
     layer_shape: tuple[int, ...] = ()
 
 
-def last_conv(model: torch.nn.Module) -> torch.nn.Module:
+def last_conv(model: Callable[..., Any]) -> torch.nn.Module:
     """The last ``nn.Conv2d`` of ``model`` in registration order, the default layer to explain."""
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)] if isinstance(model, torch.nn.Module) else []
     if not convs:
@@ -213,9 +213,9 @@ def channel_extremal_perturbation(
         masks=params.reshape(batch, num_areas, problem.channels).clone(),
         rewards=rewards.reshape(batch, num_areas),
         areas_achieved=params.mean(dim=1).reshape(batch, num_areas),
-        iterations=optimiser.iterations.clone(),
+        iterations=optimiser.iterations,
         areas=areas,
-        converged=~optimiser.active,
+        converged=optimiser.converged,
         layer_shape=layer_shape,
     )
 

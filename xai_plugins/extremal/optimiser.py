@@ -16,9 +16,10 @@ and therefore identical for both variants:
   while the relative magnitudes inside a mask, which decide where it grows, are kept (per-parameter Adam
   equalises them and lets the area penalty fix the mask before the reward has ordered the pixels). The
   learning rate warms up linearly, then decays on a cosine. Parameters stay in [0, 1].
-- **Stopping.** A sample stops once all its masks changed by less than ``tol`` for ``patience`` iterations and
-  are within ``area_tol`` of their areas; its rows leave the batch. Every quantity is per row or per sample
-  and the iteration index is global, so a sample's result does not depend on the other samples of its batch.
+- **Stopping.** A mask row stops once it changed by less than ``tol`` for ``patience`` iterations and is
+  within ``area_tol`` of its area; it leaves the batch, so the model runs on fewer rows. Every quantity is per
+  row or per sample and the iteration index is global, so a sample's result does not depend on the other
+  samples of its batch.
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ class Schedule:
 
 
 class MaskAdam:
-    """Adam-like ascent with one second moment per mask row, parameters clamped to [0, 1], early stopping
-    per sample (rows are grouped by sample)."""
+    """Adam-like ascent with one second moment per mask row, parameters clamped to [0, 1], and early stopping
+    per row: a row whose mask has settled leaves the batch, so converged masks cost no further model passes.
+    Rows are grouped by sample (``rows_per_sample`` consecutive rows each)."""
 
     def __init__(self, params: torch.Tensor, samples: int, schedule: Schedule) -> None:
         self.params = params
@@ -107,14 +109,15 @@ class MaskAdam:
         self.m = torch.zeros_like(params)
         self.v = torch.zeros(params.shape[0], *([1] * (params.dim() - 1)), device=params.device,
                              dtype=params.dtype)
-        self.active = torch.ones(samples, dtype=torch.bool, device=params.device)
-        self.iterations = torch.zeros(samples, dtype=torch.long, device=params.device)
-        self.calm = torch.zeros(samples, dtype=torch.long, device=params.device)
+        rows = params.shape[0]
+        self.active = torch.ones(rows, dtype=torch.bool, device=params.device)
+        self.row_iterations = torch.zeros(rows, dtype=torch.long, device=params.device)
+        self.calm = torch.zeros(rows, dtype=torch.long, device=params.device)
         self.t = 0
 
     def active_rows(self) -> torch.Tensor:
-        """Indices of the parameter rows of the samples still being optimised."""
-        return self.active.repeat_interleave(self.rows_per_sample).nonzero().flatten()
+        """Indices of the parameter rows still being optimised."""
+        return self.active.nonzero().flatten()
 
     def step(self, rows: torch.Tensor, grad: torch.Tensor, settled: torch.Tensor | None) -> None:
         """One ascent step on ``rows`` with ``grad`` (the gradient of the energy); ``settled`` says per row
@@ -133,19 +136,27 @@ class MaskAdam:
         else:
             update = s.lr_at(self.t) * m_hat
         self.params[rows] = (self.params[rows] + update).clamp_(0, 1)
-        samples = self.active.nonzero().flatten()
-        self.iterations[samples] += 1
+        self.row_iterations[rows] += 1
         if settled is not None:
-            per_sample = settled.reshape(-1, self.rows_per_sample).all(dim=1)
-            calm = torch.where(per_sample, self.calm[samples] + 1, torch.zeros_like(self.calm[samples]))
-            self.calm[samples] = calm
+            calm = torch.where(settled, self.calm[rows] + 1, torch.zeros_like(self.calm[rows]))
+            self.calm[rows] = calm
             if t >= s.min_iter:
-                self.active[samples[calm >= s.patience]] = False
+                self.active[rows[calm >= s.patience]] = False
         self.t = t
 
     @property
+    def iterations(self) -> torch.Tensor:
+        """(N,) iterations of each sample: the most any of its rows ran."""
+        return self.row_iterations.reshape(-1, self.rows_per_sample).amax(dim=1)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """(N,) whether every row of the sample stopped early."""
+        return (~self.active).reshape(-1, self.rows_per_sample).all(dim=1)
+
+    @property
     def done(self) -> bool:
-        """True when every sample has converged or the budget is spent."""
+        """True when every row has converged or the budget is spent."""
         return self.t >= self.schedule.max_iter or not bool(self.active.any())
 
 

@@ -43,9 +43,9 @@ class ExtremalResult:
         masks: (N, A, 1, H, W) masks in [0, 1], one per image and area (1 = kept by ``preserve``).
         rewards: (N, A) reward of each final mask, evaluated without jitter.
         areas_achieved: (N, A) mean of each final mask (before optional smoothing or resizing).
-        iterations: (N,) iterations each image ran before converging or reaching ``max_iter``.
+        iterations: (N,) iterations of each image: the most any of its masks ran before converging.
         areas: the requested areas.
-        converged: (N,) whether the sample stopped early because its masks no longer changed.
+        converged: (N,) whether every mask of the sample stopped early because it no longer changed.
     """
 
     masks: torch.Tensor
@@ -212,7 +212,7 @@ def extremal_perturbation(
         optimiser = optimise(problem, objective, schedule, params, progress)
         final = _final_masks(problem, params, objective.area_of_row, exact_area)
         rewards = final_rewards(problem, objective, final)
-    return _result(final, rewards, optimiser.iterations.clone(), ~optimiser.active, areas, batch, smooth, resize,
+    return _result(final, rewards, optimiser.iterations, optimiser.converged, areas, batch, smooth, resize,
                    resize_mode)
 
 
