@@ -16,8 +16,7 @@ from xai_plugins.model_state import explaining
 from xai_plugins_workbench.lrp import LrpConfig, captum_lrp, zennit_lrp
 
 Attribute = Callable[[nn.Module, Tensor, Tensor], Tensor]
-BN_RECIPES = ("resnet", "densenet", "efficientnet", "resnet_textured", "densenet_textured",
-              "efficientnet_textured")
+BN_RECIPES = ("resnet", "densenet", "efficientnet", "resnet_textured", "efficientnet_textured")
 
 
 @dataclass(frozen=True)
