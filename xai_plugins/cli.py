@@ -14,6 +14,7 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from xai_plugins import registry as _registry
 from xai_plugins.errors import ComponentNotFoundError, XaiPluginsError
@@ -31,7 +32,7 @@ class UsageError(XaiPluginsError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one clear line, exit code 2
+    def error(self, message: str) -> NoReturn:  # one clear line, exit code 2
         self.print_usage(sys.stderr)
         print(f"xai-plugins: error: {message}", file=sys.stderr)
         raise SystemExit(2)

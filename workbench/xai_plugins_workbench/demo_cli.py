@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xai_plugins_workbench.cli_help import DefaultsFormatter, LazyChoices
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -96,7 +100,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def figure_title(model: object, args: argparse.Namespace, random_weights: bool) -> str:
+def figure_title(model: nn.Module, args: argparse.Namespace, random_weights: bool) -> str:
     """The method with its composite and the canonizers it used, the model, and a mark for random weights."""
     method = args.method
     if method in ("lrp", "captum-lrp"):
