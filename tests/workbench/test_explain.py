@@ -134,6 +134,16 @@ def test_usage_errors_are_found_before_the_model_is_built(files, tmp_path, capsy
         assert code == 2 and "the model was built" not in err, err
 
 
+def test_a_missing_optional_dependency_is_named_before_any_work(files, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "timm" else real(name, *a))
+    code, _, err = run(["--model", "timm:resnet18", "--image", str(files / "img.png"), "-o",
+                        str(tmp_path / "o.png")], capsys)
+    assert code == 2 and "--model timm:NAME needs timm, which is not installed; pip install timm" in err
+
+
 def test_negative_target_is_an_argparse_usage_error(files, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["explain", "--model", "torchvision:resnet18", "--image", str(files / "img.png"),

@@ -67,6 +67,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from xai_plugins_workbench.explain import (
         build_model,
+        check_dependencies,
         check_method,
         explain_image,
         input_encoding,
@@ -77,6 +78,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
 
     spec = parse_model_spec(args.model)
+    check_dependencies(spec, Path(args.weights) if args.weights else None)
     check_method(args.method)
     image = load_image(Path(args.image), args.size)
     state = load_weights(Path(args.weights)) if args.weights else None
