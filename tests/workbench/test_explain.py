@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import xai_plugins
 from xai_plugins import cli
 from xai_plugins_workbench.demo_cli import NO_WEIGHTS_WARNING
 from xai_plugins_workbench.explain import (
@@ -134,6 +135,16 @@ def test_usage_errors_are_found_before_the_model_is_built(files, tmp_path, capsy
         assert code == 2 and "the model was built" not in err, err
 
 
+def test_a_missing_optional_dependency_is_named_before_any_work(files, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "timm" else real(name, *a))
+    code, _, err = run(["--model", "timm:resnet18", "--image", str(files / "img.png"), "-o",
+                        str(tmp_path / "o.png")], capsys)
+    assert code == 2 and "--model timm:NAME needs timm, which is not installed; pip install timm" in err
+
+
 def test_negative_target_is_an_argparse_usage_error(files, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["explain", "--model", "torchvision:resnet18", "--image", str(files / "img.png"),
@@ -254,3 +265,43 @@ def test_save_figure_has_colour_bar_and_overlay(tmp_path):
     assert len(fig.axes) == 4  # input, attribution, overlay, colour bar
     assert len(axes[2].images) == 2 and axes[2].images[1].get_alpha() == pytest.approx(0.6)
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+class ThirdPartyPlugin:
+    """A plugin as a third party writes it: a model builder and an attributor, registered by import string."""
+
+    @staticmethod
+    @xai_plugins.hookimpl
+    def xai_register_models(register) -> None:
+        register("user_tiny", "tests.workbench.test_explain:tiny_model", summary="a user's tiny CNN",
+                 paper="none")
+
+    @staticmethod
+    @xai_plugins.hookimpl
+    def xai_register_attributors(register) -> None:
+        register("user_gradient", "tests.workbench.test_explain:user_gradient", summary="plain gradient",
+                 paper="none")
+
+
+def user_gradient(model, inputs, target):
+    x = inputs.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x).gather(1, target[:, None]).sum(), x)
+    return grad
+
+
+def test_third_party_model_and_attributor_through_the_registry(files, tmp_path, capsys):
+
+    xai_plugins.reset_registry()
+    try:
+        xai_plugins.get_registry().register_plugin(ThirdPartyPlugin(), name="user_plugin")
+        code, stdout, err = run(["--model", "registry:user_tiny", "--method", "user_gradient", "--image",
+                                 str(files / "img.png"), "--size", "16", "--target", "2", "-o",
+                                 str(tmp_path / "o.png")], capsys)
+        assert code == 0, err
+        assert "explained class 2" in stdout and "RANDOM weights" in err
+        code, _, err = run(["--model", "registry:user_tiny", "--method", "example_gxi", "--image",
+                            str(files / "img.png"), "--size", "16", "--target", str(CLASSES), "-o",
+                            str(tmp_path / "o.png")], capsys)
+        assert code == 2 and f"--target {CLASSES} is out of range: the model has {CLASSES} classes" in err
+    finally:
+        xai_plugins.reset_registry()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xai_plugins.hookspecs import Commands
 from xai_plugins_workbench.cli_help import DefaultsFormatter, LazyChoices
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -85,6 +89,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from xai_plugins_workbench.explain import (
         build_model,
+        check_dependencies,
         check_method,
         explain_image,
         input_encoding,
@@ -95,6 +100,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
 
     spec = parse_model_spec(args.model)
+    check_dependencies(spec, Path(args.weights) if args.weights else None)
     check_method(args.method)
     image = load_image(Path(args.image), args.size)
     state = load_weights(Path(args.weights)) if args.weights else None
@@ -118,7 +124,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def figure_title(model: object, args: argparse.Namespace, random_weights: bool) -> str:
+def figure_title(model: nn.Module, args: argparse.Namespace, random_weights: bool) -> str:
     """The method with its composite and the canonizers it used, the model, and a mark for random weights."""
     method = args.method
     if method in ("lrp", "captum-lrp"):

@@ -22,6 +22,7 @@ input encoded through that function.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pickle
 import re
 import zipfile
@@ -105,6 +106,20 @@ def check_method(method: str) -> None:
     if method not in names:
         raise ExplainUsageError(f"--method {method!r} is unknown; use one of {', '.join(BUILTIN_METHODS)} or a "
                                 f"registered attributor: {', '.join(names) or 'none registered'}")
+
+
+def check_dependencies(spec: ModelSpec, weights: Path | None) -> None:
+    """Name a missing optional dependency (and what installs it) before any work starts."""
+    needed = [("PIL", "pillow", "--image"), ("matplotlib", "matplotlib", "the figure"),
+              ("torchvision", "torchvision", "image loading")]
+    if spec.form == "timm":
+        needed.append(("timm", "timm", "--model timm:NAME"))
+    if weights is not None and Path(weights).suffix == ".safetensors":
+        needed.append(("safetensors", "safetensors", "--weights *.safetensors"))
+    for module, package, needed_for in needed:
+        if importlib.util.find_spec(module) is None:
+            raise ExplainUsageError(f"{needed_for} needs {module}, which is not installed; pip install {package} "
+                                    "(or pip install \"xai-plugins[workbench]\")")
 
 
 def load_weights(path: Path) -> dict[str, Tensor]:
