@@ -537,29 +537,31 @@ def stream_cuts(gm: fx.GraphModule) -> dict[str, dict[str, list[int]]]:
     find = analysis.uf.find
     pinned = {find(v) for v in analysis.pinned}
     modules = analysis.modules
-    sides: dict[int, dict[str, list[tuple[str, int, bool]]]] = {}
+    # per channel: (module, index, dead) of its writers and readers; dead is None for non-spatial modules
+    sides: dict[int, dict[str, list[tuple[str, int, bool | None]]]] = {}
+
+    def side(v: int, key: str, entry: tuple[str, int, bool | None]) -> None:
+        sides.setdefault(find(v), {"w": [], "r": []})[key].append(entry)
+
     for target, (vin, vout) in analysis.conv_io.items():
         filt_zero, _, bias_zero = analysis.masks[target]
         spatial = math.prod(modules[target].kernel_size) > 1
         rows_dead = (filt_zero.all(1) & bias_zero).tolist()
         cols_dead = filt_zero.all(0).tolist()
         for k, v in enumerate(vout):
-            sides.setdefault(find(v), {"w": [], "r": []})["w"].append((target, k, spatial and rows_dead[k]))
-            if not spatial:
-                sides[find(v)]["w"][-1] = (target, k, None)
+            side(v, "w", (target, k, rows_dead[k] if spatial else None))
         for k, v in enumerate(vin):
-            entry = (target, k, cols_dead[k]) if spatial else (target, k, None)
-            sides.setdefault(find(v), {"w": [], "r": []})["r"].append(entry)
+            side(v, "r", (target, k, cols_dead[k] if spatial else None))
     for target, vin in analysis.linear_in.items():
         for k, v in enumerate(vin):
-            sides.setdefault(find(v), {"w": [], "r": []})["r"].append((target, k, None))
+            side(v, "r", (target, k, None))
     cuts: dict[str, dict[str, list[int]]] = {}
-    for root, side in sides.items():
+    for root, ends in sides.items():
         if root in pinned:
             continue
         for key, kind in (("w", "out"), ("r", "in")):
-            spatial = [dead for _, _, dead in side[key] if dead is not None]
-            others = [(t, k) for t, k, dead in side[key] if dead is None]
+            spatial = [dead for _, _, dead in ends[key] if dead is not None]
+            others = [(t, k) for t, k, dead in ends[key] if dead is None]
             if spatial and others and all(spatial):
                 for target, k in others:
                     cuts.setdefault(target, {"out": [], "in": []})[kind].append(k)
