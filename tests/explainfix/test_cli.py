@@ -29,3 +29,13 @@ def test_explainfix_command_unknown_method_lists_the_known_ones(tmp_path, capsys
     assert code == 2
     assert "unknown ExplainFix method 'dct'; known initializers:" in err and "dct_steered" in err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("method", ["guided_steered", "svd_steered", "dct2_steered"])
+def test_explainfix_command_refuses_fitted_initializers_with_the_python_call(tmp_path, capsys, method):
+    pytest.importorskip("torchvision")
+    code = main(["explainfix", "--method", method, "-o", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{method} is fitted to a trained model's filters; use it from Python: " \
+        f"fix_spatial_filters(model, '{method}', source=trained_model)" in err

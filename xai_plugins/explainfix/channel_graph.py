@@ -27,6 +27,7 @@ make without changing the zeroed model's function.
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["ChannelPlan", "analyse_channels", "apply_plan", "scatter_channels"]
+__all__ = ["ChannelPlan", "analyse_channels", "apply_plan", "scatter_channels", "stream_cuts"]
 
 _ZERO_KEEPING_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish,
@@ -517,3 +518,51 @@ def apply_plan(gm: fx.GraphModule, plan: ChannelPlan) -> dict[str, tuple[int, in
             module.in_features = len(idx)
             changed[target] = (before, len(idx))
     return changed
+
+
+def stream_cuts(gm: fx.GraphModule) -> dict[str, dict[str, list[int]]]:
+    """Channels whose spatial filters are all gone on one side, to cut consistently everywhere else.
+
+    A channel (a union of tied channels, such as one channel of a residual stream across its blocks) is
+    *writer-dead* when every spatial convolution writing it has all-zero filters and bias for it, and
+    *reader-dead* when every spatial convolution reading it has all-zero filters on it. What keeps such a
+    channel alive is only its non-spatial writers (1x1 shortcut convolutions) or readers (1x1 convolutions,
+    linear layers). Returns, per such module, the output rows (``out``) or input columns (``in``) to zero so
+    that the channel carries exact zeros, or is read by nobody, in every block; channels that reach the
+    model output or an unknown operation are left alone. ``gm`` must carry shapes; it is changed (batch
+    norms silenced), so pass a scratch copy.
+    """
+    analysis = _Analysis(gm, partial=True)
+    analysis.run()
+    find = analysis.uf.find
+    pinned = {find(v) for v in analysis.pinned}
+    modules = analysis.modules
+    # per channel: (module, index, dead) of its writers and readers; dead is None for non-spatial modules
+    sides: dict[int, dict[str, list[tuple[str, int, bool | None]]]] = {}
+
+    def side(v: int, key: str, entry: tuple[str, int, bool | None]) -> None:
+        sides.setdefault(find(v), {"w": [], "r": []})[key].append(entry)
+
+    for target, (vin, vout) in analysis.conv_io.items():
+        filt_zero, _, bias_zero = analysis.masks[target]
+        spatial = math.prod(modules[target].kernel_size) > 1
+        rows_dead = (filt_zero.all(1) & bias_zero).tolist()
+        cols_dead = filt_zero.all(0).tolist()
+        for k, v in enumerate(vout):
+            side(v, "w", (target, k, rows_dead[k] if spatial else None))
+        for k, v in enumerate(vin):
+            side(v, "r", (target, k, cols_dead[k] if spatial else None))
+    for target, vin in analysis.linear_in.items():
+        for k, v in enumerate(vin):
+            side(v, "r", (target, k, None))
+    cuts: dict[str, dict[str, list[int]]] = {}
+    for root, ends in sides.items():
+        if root in pinned:
+            continue
+        for key, kind in (("w", "out"), ("r", "in")):
+            spatial = [dead for _, _, dead in ends[key] if dead is not None]
+            others = [(t, k) for t, k, dead in ends[key] if dead is None]
+            if spatial and others and all(spatial):
+                for target, k in others:
+                    cuts.setdefault(target, {"out": [], "in": []})[kind].append(k)
+    return cuts

@@ -26,6 +26,17 @@ def register_commands(subparsers: Commands) -> None:
     p.set_defaults(func=run)
 
 
+def _is_factory(method: str) -> bool:
+    """True for a registered initializer that must first be fitted to a source model."""
+    import xai_plugins
+    from xai_plugins.errors import ComponentNotFoundError
+
+    try:
+        return bool(xai_plugins.describe("initializer", method).extra.get("factory"))
+    except ComponentNotFoundError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the model, fix its spatial filters, print the report, write the spectra plot."""
     import torchvision
@@ -38,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     names = torchvision.models.list_models(module=torchvision.models)
     if args.model not in names:
         raise UsageError(f"unknown torchvision model {args.model!r}; classification models: {', '.join(names)}")
-    if args.method == "guided_steered":
-        raise UsageError("guided_steered is fitted to a trained model's filters; use it from Python: "
-                         "fix_spatial_filters(model, 'guided_steered', source=trained_model)")
+    if _is_factory(args.method):
+        raise UsageError(f"{args.method} is fitted to a trained model's filters; use it from Python: "
+                         f"fix_spatial_filters(model, {args.method!r}, source=trained_model)")
     model = torchvision.models.get_model(args.model, weights=None, num_classes=args.num_classes)
     try:
         report = fix_spatial_filters(model, args.method, seed=args.seed)

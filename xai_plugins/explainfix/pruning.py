@@ -18,7 +18,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from xai_plugins.explainfix.channel_graph import analyse_channels, apply_plan
+from xai_plugins.explainfix.channel_graph import analyse_channels, apply_plan, stream_cuts
 from xai_plugins.explainfix.refill import refill_zeroed_filters
 from xai_plugins.explainfix.saliency import FilterSaliency, Objective, spatial_filter_saliency
 from xai_plugins.explainfix.spatial import spatial_convs
@@ -50,6 +50,9 @@ class PruneResult:
     """``max |pruned(x) - zeroed(x)| / max |zeroed(x)|`` on the example input (before any refill)."""
     refilled: int = 0
     """Weight entries of ``pruned`` re-initialised by ``refill``."""
+    stream_cuts: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """With ``streams=True``: per 1x1 convolution or linear layer, the output rows and input columns zeroed
+    so that channels whose spatial filters were all zeroed go from every block."""
 
     def __str__(self) -> str:
         saved = 1 - self.parameters_after / max(self.parameters_before, 1)
@@ -148,11 +151,24 @@ def _relative_error(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
     return worst
 
 
+def _traced_with_shapes(model: nn.Module, zeroed: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
+    gm = trace_model(copy.deepcopy(zeroed))
+    try:
+        with explaining(gm, freeze=False, warn=False), torch.no_grad():
+            ShapeProp(gm).propagate(example_input)
+    except Exception as exc:  # noqa: BLE001 - report the example input problem clearly
+        raise PruneError(f"could not run {type(model).__name__} on the example input of shape "
+                         f"{tuple(example_input.shape)}: {type(exc).__name__}: {exc}; pass example_input= "
+                         "with a valid input batch") from exc
+    return gm
+
+
 def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[Any] | None = None, *,
                           saliency: FilterSaliency | Sequence[torch.Tensor] | None = None,
                           max_batches: int | None = None, objective: Objective | None = None,
                           example_input: torch.Tensor | None = None, partial: bool = True,
-                          refill: str | Callable[..., torch.Tensor] | None = None, seed: int = 0) -> PruneResult:
+                          streams: bool = False, refill: str | Callable[..., torch.Tensor] | None = None,
+                          seed: int = 0) -> PruneResult:
     """ChannelPrune of ExplainFix: zero the ``fraction`` least salient spatial filters, remove empty channels.
 
     Saliency of a spatial filter ``W[o, i]`` is ``sum |W * dL/dW|`` over its kernel, accumulated over the
@@ -165,6 +181,11 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
     products and concatenations. With ``partial`` (default) a channel that has to stay, such as a
     residual-stream channel some block still uses, is also cut out of every block that does not read or
     write it (see :mod:`~.channel_graph`), so every all-zero row and column of every convolution goes.
+    ``streams=True`` also cuts a channel whose spatial writers (or readers) are all zeroed but which a
+    1x1 shortcut convolution still writes (or a 1x1 convolution or linear layer still reads), the way the
+    authors' code cuts residual streams: those 1x1 rows (columns) are zeroed too, in ``result.zeroed``, so
+    the channel goes from every block consistently and the pruned model still computes the zeroed model's
+    function (``result.stream_cuts`` lists them; ``zeroed`` then differs from plain filter zeroing there).
     ``refill`` (``"fill_zero"``, the paper's FillZero, or an initializer name or callable for a reset)
     re-initialises the zero filters left in ``result.pruned`` with ``seed``, as the authors do before
     fine-tuning; ``max_relative_error`` is measured before that, and afterwards the pruned model no longer
@@ -197,14 +218,17 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
             if conv.bias is not None:
                 conv.bias[(conv.weight.flatten(1) == 0).all(1)] = 0
 
-    gm = trace_model(copy.deepcopy(zeroed))
-    try:
-        with explaining(gm, freeze=False, warn=False), torch.no_grad():
-            ShapeProp(gm).propagate(example_input)
-    except Exception as exc:  # noqa: BLE001 - report the example input problem clearly
-        raise PruneError(f"could not run {type(model).__name__} on the example input of shape "
-                         f"{tuple(example_input.shape)}: {type(exc).__name__}: {exc}; pass example_input= "
-                         "with a valid input batch") from exc
+    cuts: dict[str, dict[str, list[int]]] = {}
+    if streams:
+        cuts = stream_cuts(_traced_with_shapes(model, zeroed, example_input))
+        with torch.no_grad():
+            for target, sides in cuts.items():
+                module = zeroed.get_submodule(target)
+                module.weight[sides["out"]] = 0
+                module.weight[:, sides["in"]] = 0
+                if getattr(module, "bias", None) is not None:
+                    module.bias[sides["out"]] = 0
+    gm = _traced_with_shapes(model, zeroed, example_input)
     plan = analyse_channels(gm, partial=partial)
     with torch.no_grad():
         for target, channels in plan.silenced.items():
@@ -220,4 +244,4 @@ def prune_spatial_filters(model: nn.Module, fraction: float, loader: Iterable[An
         zeroed=zeroed, pruned=gm, fraction=fraction, zeroed_filters=count, total_filters=flat.numel(),
         parameters_before=sum(p.numel() for p in model.parameters()),
         parameters_after=sum(p.numel() for p in gm.parameters()), channels=changed, silenced=plan.silenced,
-        max_relative_error=error, refilled=refilled)
+        max_relative_error=error, refilled=refilled, stream_cuts=cuts)

@@ -100,10 +100,11 @@ def run_experiment(train_set: Dataset, test_set: Dataset, *, arch: str | Callabl
                    num_classes: int = 10,
                    epochs: int = 6, finetune_epochs: int = 2, prune_fraction: float = 0.9,
                    batch_size: int = 64, lr: float = 3e-3, seed: int = 0, saliency_batches: int = 8,
-                   log=print) -> dict[str, Any]:
+                   streams: bool = False, log=print) -> dict[str, Any]:
     """Train learned, fixed and fixed-then-pruned models; returns accuracies, parameter counts and times.
 
-    ``arch`` is a torchvision ResNet name or a builder ``() -> nn.Module``.
+    ``arch`` is a torchvision ResNet name or a builder ``() -> nn.Module``; ``streams`` is passed to
+    :func:`~.pruning.prune_spatial_filters`.
     """
     torch.manual_seed(seed)
     base = arch() if callable(arch) else build_resnet(arch, num_classes)
@@ -113,7 +114,7 @@ def run_experiment(train_set: Dataset, test_set: Dataset, *, arch: str | Callabl
     name = arch if isinstance(arch, str) else type(base).__name__
     results: dict[str, Any] = {"arch": name, "epochs": epochs, "finetune_epochs": finetune_epochs,
                                "prune_fraction": prune_fraction, "seed": seed,
-                               "train_size": len(train_set), "test_size": len(test_set)}
+                               "train_size": len(train_set), "test_size": len(test_set), "streams": streams}
 
     learned = copy.deepcopy(base)
     start = time.perf_counter()
@@ -134,7 +135,8 @@ def run_experiment(train_set: Dataset, test_set: Dataset, *, arch: str | Callabl
 
     saliency_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True,
                                  generator=torch.Generator().manual_seed(seed + 1))
-    pruned = prune_spatial_filters(fixed, prune_fraction, saliency_loader, max_batches=saliency_batches)
+    pruned = prune_spatial_filters(fixed, prune_fraction, saliency_loader, max_batches=saliency_batches,
+                                   streams=streams)
     log(str(pruned))
     before = evaluate(pruned.pruned, test_loader)
     start = time.perf_counter()
@@ -164,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-size", type=int, default=None, help="use only this many training images")
+    p.add_argument("--streams", action="store_true", help="prune with streams=True (cut residual-stream channels)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
@@ -180,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_set = Subset(train_set, range(min(args.train_size, len(train_set))))
     results = run_experiment(train_set, test_set, arch=args.arch, epochs=args.epochs,
                              finetune_epochs=args.finetune_epochs, prune_fraction=args.prune_fraction,
-                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, streams=args.streams,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(results, indent=2))
     if args.json:
