@@ -11,6 +11,7 @@ from xai_plugins._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "canonized": "xai_plugins_captum.canonizers",
     "CANONIZED_RULES": "xai_plugins_captum.canonizers",
+    "missing_rules": "xai_plugins_captum.canonizers",
     "ExtremalPerturbation": "xai_plugins_captum.extremal",
     "LayerExtremalPerturbation": "xai_plugins_captum.extremal",
     "BcosAttribution": "xai_plugins_captum.bcos",
