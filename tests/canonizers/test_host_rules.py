@@ -86,7 +86,7 @@ def test_canonized_refuses_an_undeclared_module_and_says_how_to_declare_it() -> 
 
 def test_declared_rules_conserve_in_zennit_and_captum() -> None:
     model = _model()
-    x = torch.rand(1, 3, 8, 8)
+    x = torch.rand(1, 3, 8, 8) * 100  # logit of order 1: epsilon rules (ε = 1e-6) then lose below 1e-5
     with torch.no_grad():
         logit = model(x)[0, 1]
     composite = EpsilonPlusFlat(zero_params="bias", canonizers=[xai_plugins_zennit.for_zennit(DeclaringCanonizer())])
@@ -95,9 +95,7 @@ def test_declared_rules_conserve_in_zennit_and_captum() -> None:
     assert abs(float(relevance.sum() / logit) - 1) <= 1e-4
     with xai_plugins_captum.canonized(model, [DeclaringCanonizer()]):
         attribution = LRP(model).attribute(x, target=1)
-    # Captum's epsilon rules keep z / (z + ε·sign z) with ε = 1e-9 on activations of order 1e-3 here, and the
-    # Captum adapter's z⁺ has no completion for units without contributions: 1e-3, not float32 rounding
-    assert abs(float(attribution.sum() / logit) - 1) <= 1e-3
+    assert abs(float(attribution.sum() / logit) - 1) <= 1e-4
 
 
 def test_host_rules_refuses_malformed_declarations() -> None:
