@@ -126,10 +126,9 @@ class ConservingFallbackRule(Hook):
         if x is None or rule is None or grad_input[0] is None or grad_input[0].shape != x.shape:
             return None
         relevance = grad_output[0]
-        # the split of the missing relevance divides by contributions that can be denormal; float64 keeps it finite
-        weight = module.weight.detach().double()
+        weight = module.weight.detach()
         with torch.no_grad():
-            x_pos, x_neg = x.double().clamp(min=0), x.double().clamp(max=0)
+            x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
             w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
             positive = _linear_map(module, x_pos, w_pos) + _linear_map(module, x_neg, w_neg)
             negative = _linear_map(module, x_pos, w_neg) + _linear_map(module, x_neg, w_pos)
@@ -141,10 +140,11 @@ class ConservingFallbackRule(Hook):
             share = _delivered_share(rule, module, x)
             if share is None:
                 return None
-            missing = torch.where(incomplete, relevance * (1 - share), torch.zeros_like(relevance)).double()
+            missing = torch.where(incomplete, relevance * (1 - share), torch.zeros_like(relevance))
         if not bool(missing.any()):
             return None
-        correction = _distribute(module, x.double(), weight, missing, positive, negative)
+        # the split divides by contributions that can be denormal; float64 keeps it finite
+        correction = _distribute(module, x.double(), weight.double(), missing.double(), positive, negative)
         return (grad_input[0] + correction.to(grad_input[0].dtype), *grad_input[1:])
 
     def copy(self) -> ConservingFallbackRule:
