@@ -67,10 +67,10 @@ def measure(name: str, size: int, seed: int) -> dict[str, float]:
             with Gradient(model, make(canonizers_for(model))) as attributor:
                 _, relevance = attributor(x, start)
             row[label] = float(relevance.sum()) / logit
-        except Exception as error:  # a crash is a result of this table, printed in its cell
+        except Exception as error:  # noqa: BLE001 - a crash is a result of this table, printed in its cell
             row[label] = f"{type(error).__name__}"
     with canonized(model):
-        row["Captum LRP"] = float(LRP(model).attribute(x, target=target).sum()) / logit
+        row["Captum LRP"] = float(LRP(model).attribute(x, target=target).detach().sum()) / logit
     return row
 
 
