@@ -129,3 +129,24 @@ def test_builtin_canonizers_have_a_rule_for_every_module_they_add(name: str) -> 
     for canonizer in canonizers_for(model):
         assert xai_plugins_zennit.missing_rules(canonizer, model) == []
         assert xai_plugins_captum.missing_rules(canonizer, model) == []
+
+
+def test_host_extension_entry_is_loaded_once_its_host_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core imports an adapter from the entry-point group xai_plugins.host_extensions only once the host it is
+    named after is imported, so a core canonizer handed to Zennit gets its rules without importing the adapter."""
+    from xai_plugins.canonizers import base
+
+    loaded: list[str] = []
+
+    class Entry:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def load(self) -> None:
+            loaded.append(self.name)
+
+    monkeypatch.setattr(base, "_host_entries", [Entry("zennit"), Entry("a_host_nobody_imported")])
+    base._load_host_extensions()
+    base._load_host_extensions()
+    assert loaded == ["zennit"]
+    assert [entry.name for entry in base._host_entries] == ["a_host_nobody_imported"]
