@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "RegisteredAttribution": "xai_plugins_captum.bridge",
     "canonized": "xai_plugins_captum.canonizers",
     "CANONIZED_RULES": "xai_plugins_captum.canonizers",
+    "missing_rules": "xai_plugins_captum.canonizers",
     "ExtremalPerturbation": "xai_plugins_captum.extremal",
     "LayerExtremalPerturbation": "xai_plugins_captum.extremal",
     "BcosAttribution": "xai_plugins_captum.bcos",

@@ -26,6 +26,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers import modules as canonical
+from xai_plugins.canonizers.host_rules import host_rules
 from xai_plugins_captum._compat import SUPPORTED_NON_LINEAR_LAYERS, EpsilonRule, PropagationRule
 
 RuleFactory = Callable[[], PropagationRule]
@@ -256,8 +257,10 @@ class _CaptumCanonization:
             raise TypeError(
                 "canonized(): no LRP rule for these leaf modules: "
                 + ", ".join(unsupported)
-                + ". Set `module.rule` to a captum.attr PropagationRule for each of them, or add their type to "
-                "xai_plugins_captum.CANONIZED_RULES."
+                + ". If a canonizer created them, declare their Captum rule on the canonizer class "
+                "(host_rules = {'captum': {ModuleType: RuleFactory}}, see xai_plugins.canonizers.host_rules); "
+                "for a module of your own model, set `module.rule` to a captum.attr PropagationRule, or pass "
+                "canonized(model, rules={**CANONIZED_RULES, ModuleType: RuleFactory})."
             )
         return rules
 
@@ -288,7 +291,9 @@ def canonized(
     """Canonize ``model`` in place for Captum's ``LRP``/``LayerLRP`` for the duration of a ``with`` block.
 
     ``canonizers`` defaults to :func:`xai_plugins.canonizers.canonizers_for` (raises for unsupported
-    families); ``rules`` defaults to :data:`CANONIZED_RULES`. Leaves that already carry a ``rule`` keep it.
+    families); ``rules`` defaults to :data:`CANONIZED_RULES`, completed by the Captum rules the canonizers
+    declare for their own modules (``host_rules``, see :mod:`xai_plugins.canonizers.host_rules`). Leaves that
+    already carry a ``rule`` keep it.
     Yields the model itself. On exit the model is restored exactly: parameters and buffers bitwise, forward
     bitwise, no hooks, no ``rule`` or ``activations`` attributes left (those present before are put back)::
 
@@ -298,9 +303,26 @@ def canonized(
     if not isinstance(model, nn.Module):
         raise TypeError(f"canonized() expects a torch.nn.Module, got {type(model).__name__}")
     chosen = canonizers_for(model) if canonizers is None else canonizers
-    canonization = _CaptumCanonization(model, chosen, CANONIZED_RULES if rules is None else rules)
+    declared = {kind: factory for canonizer in chosen for kind, factory in host_rules(canonizer, "captum")}
+    canonization = _CaptumCanonization(model, chosen, {**declared, **(CANONIZED_RULES if rules is None else rules)})
     canonization.enter()
     try:
         yield model
     finally:
         canonization.exit()
+
+
+def missing_rules(canonizer: Any, model: nn.Module, rules: Mapping[type, RuleFactory] | None = None) -> list[str]:
+    """Conformance check: leaf module types ``canonizer`` adds to ``model`` that get no Captum LRP rule from
+    ``rules`` (default :data:`CANONIZED_RULES`), the canonizer's ``host_rules`` or Captum's own defaults.
+    Applies and removes the canonizer on ``model``."""
+    table = {**{kind: f for kind, f in host_rules(canonizer, "captum")}, **(CANONIZED_RULES if rules is None
+                                                                            else rules)}
+    before = {type(module) for module in model.modules()}
+    canonizer.apply(model)
+    try:
+        added = {type(module) for _, module in _leaves(model)} - before
+    finally:
+        canonizer.remove()
+    return sorted(f"{kind.__module__}.{kind.__qualname__}" for kind in added
+                  if kind not in SUPPORTED_NON_LINEAR_LAYERS and not any(cls in table for cls in kind.__mro__))

@@ -4,7 +4,7 @@
 canonizer first rewrites the model (see :mod:`xai_plugins.canonizers`) and then registers, on the modules it
 introduced, the rules of :mod:`xai_plugins_zennit.rules` (``Sum``, ``Gate``, ``ThresholdReLU``) and the conserving
 completion of the composite's rule on every convolution and linear layer. A plugin's canonizer adds rules for its
-own explicit modules through its ``host_rules`` attribute (see :func:`host_rules`).
+own explicit modules through its ``host_rules`` attribute (see :mod:`xai_plugins.canonizers.host_rules`).
 
 These rules are independent of the composite, so any composite (``EpsilonPlusFlat``, ``EpsilonGammaBox``,
 ``NameMapComposite``, a custom ``LayerMapComposite``) gets them; the composite's own map still decides
@@ -22,15 +22,15 @@ user's own again on ``remove`` (see :class:`~xai_plugins_zennit.compat.Parameter
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from typing import Any
 
 from torch import nn
-from zennit.core import Hook, RemovableHandleList
+from zennit.core import RemovableHandleList
 
 from xai_plugins.canonizers import base
 from xai_plugins.canonizers.base import Canonizer
+from xai_plugins.canonizers.host_rules import host_rules
 from xai_plugins.canonizers.modules import ThresholdReLU
 from xai_plugins.canonizers.selection import canonizers_for as _core_canonizers_for
 from xai_plugins_zennit import compat
@@ -39,7 +39,6 @@ from xai_plugins_zennit.rules import (
     RuleFactory,
     SignalTakesAllRule,
     SumRule,
-    conserving_fallback,
     default_rules,
     pass_through,
 )
@@ -48,28 +47,6 @@ __all__ = ["ConservingFallbackRule", "SignalTakesAllRule", "SumRule", "ZennitCan
            "default_rules", "for_zennit", "host_rules", "missing_rules", "pass_through"]
 
 _MISSING = object()
-
-
-def _resolve(target: Any) -> Any:
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
-    return target
-
-
-def host_rules(canonizer: Any, host: str) -> list[tuple[type[nn.Module], RuleFactory]]:
-    """The rules a canonizer brings for its own explicit modules in ``host`` (``"zennit"`` or ``"captum"``).
-
-    A canonizer declares them as a class attribute ``host_rules = {"zennit": {ModuleType: factory}, "captum":
-    {ModuleType: factory}}``; types and factories may be import strings ``"package.module:name"`` so that the
-    plugin imports neither host. A Zennit factory takes the module and returns a Zennit ``Hook`` (or ``None``);
-    a Captum factory takes no argument and returns a Captum ``PropagationRule``.
-    """
-    declared = getattr(canonizer, "host_rules", None) or {}
-    if not isinstance(declared, dict):
-        raise TypeError(f"{type(canonizer).__name__}.host_rules must be a dict {{host: {{module type: rule "
-                        f"factory}}}}, got {type(declared).__name__}")
-    return [(_resolve(kind), _resolve(factory)) for kind, factory in (declared.get(host) or {}).items()]
 
 
 class _ZennitRules:

@@ -44,7 +44,8 @@ def _release() -> tuple[int, ...]:
 ZENNIT_VERSION = _release()
 if not SUPPORTED[0] <= ZENNIT_VERSION < SUPPORTED[1]:
     raise ImportError(f"xai-plugins-zennit supports zennit>=0.5.1,<2, found zennit "
-                      f"{'.'.join(map(str, ZENNIT_VERSION))}; install a supported release: pip install 'zennit>=0.5.1,<2'")
+                      f"{'.'.join(map(str, ZENNIT_VERSION))}; install a supported release: "
+                      "pip install 'zennit>=0.5.1,<2'")
 
 
 def rules_on(module: nn.Module) -> list[Hook]:

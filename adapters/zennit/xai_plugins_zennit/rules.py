@@ -12,13 +12,15 @@ Why the completion: a bias-free LRP rule divides a unit's relevance by a part of
 ``p = Σ x⁺w⁺ + x⁻w⁻`` and α-β additionally by ``n = Σ x⁺w⁻ + x⁻w⁺``. Where that part is exactly zero the
 stabiliser divides zero and the share is lost (z⁺), or not subtracted (α-β gives α·R instead of R). It happens
 often in depthwise convolutions (9 or 25 inputs, many zeroed by ReLU/ReLU6), behind mixed-sign activations
-(Hardswish, SiLU) and in units kept alive only by their bias (all contributions zero, output = bias > 0). For such
-*degenerate* units (``p == 0`` or ``n == 0``) the completion computes the share ``s`` the composite's rule delivers
-(from the rule's own modifiers, mapper and reducer) and hands the missing ``(1 − s)·R`` to the unit's inputs: in
+(Hardswish, SiLU) and in units kept alive only by their bias (all contributions zero, output = bias > 0); where the
+part is merely tiny, the stabiliser takes a share of the relevance away (α-β with ``n = 1e-7`` passes on 1.9·R).
+The completion computes, per unit, the share ``s`` the composite's rule delivers (from the rule's own modifiers,
+mapper and reducer) and hands the missing ``(1 − s)·R`` to the unit's inputs: in
 proportion to the positive contributions if there are any, else to the negative ones, else (no contribution at
 all) in proportion to ``w²`` (the w² rule). Every unit then passes on exactly its relevance, so a bias-free
-composite conserves: Σ relevance = logit up to float32 rounding. Units that are not degenerate and rules that use
-biases (their non-conservation is the rule's nature) are left to the composite.
+composite conserves: Σ relevance = logit up to float32 rounding. ``Epsilon`` is completed only in units with
+``p == 0`` or ``n == 0`` (its ε absorbs relevance on purpose), and rules that use biases (their non-conservation
+is the rule's nature) are left to the composite.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.conv import _ConvNd
 from zennit.core import BasicHook, Hook, ParamMod, stabilize
-from zennit.rules import Pass
+from zennit.rules import Epsilon, Pass
 
 from xai_plugins.canonizers.modules import Gate, Sum, ThresholdReLU
 from xai_plugins_zennit.compat import basic_rule_on
@@ -124,22 +126,29 @@ class ConservingFallbackRule(Hook):
         if x is None or rule is None or grad_input[0] is None or grad_input[0].shape != x.shape:
             return None
         relevance = grad_output[0]
+        total = float(relevance.abs().sum())
+        if abs(float(relevance.sum() - grad_input[0].sum())) <= 1e-6 * total:
+            return None  # the composite's rule conserved at this layer within float32 rounding: nothing to complete
         weight = module.weight.detach()
         with torch.no_grad():
             x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
             w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
             positive = _linear_map(module, x_pos, w_pos) + _linear_map(module, x_neg, w_neg)
             negative = _linear_map(module, x_pos, w_neg) + _linear_map(module, x_neg, w_pos)
-            degenerate = (positive == 0) | (negative == 0)
-            if not bool((degenerate & (relevance != 0)).any()):
+            # Epsilon's ε is a modelling choice (it absorbs on purpose): complete only where it has nothing to
+            # divide; for every other rule the stabiliser is numerical, so complete every unit
+            incomplete = (positive == 0) | (negative == 0) if isinstance(rule, Epsilon) else relevance != 0
+            if not bool((incomplete & (relevance != 0)).any()):
                 return None
             share = _delivered_share(rule, module, x)
             if share is None:
                 return None
-            missing = torch.where(degenerate, relevance * (1 - share), torch.zeros_like(relevance))
+            missing = torch.where(incomplete, relevance * (1 - share), torch.zeros_like(relevance))
         if not bool(missing.any()):
             return None
-        return (grad_input[0] + _distribute(module, x, weight, missing, positive, negative), *grad_input[1:])
+        # the split divides by contributions that can be denormal; float64 keeps it finite
+        correction = _distribute(module, x.double(), weight.double(), missing.double(), positive, negative)
+        return (grad_input[0] + correction.to(grad_input[0].dtype), *grad_input[1:])
 
     def copy(self) -> ConservingFallbackRule:
         return ConservingFallbackRule()
