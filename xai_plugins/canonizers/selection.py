@@ -3,7 +3,8 @@
 Built-in families are matched first (by class, without importing torchvision: a torchvision model can only
 exist if torchvision is already imported). Otherwise canonizers registered by plugins are matched through the
 ``model_types`` they declared (``"package.module.Class"``, or a package prefix such as
-``"torchvision.models.ResNet"``), most derived class first.
+``"torchvision.models.ResNet"``), most derived class first. Any other model gets the graph canonizer
+(:class:`~xai_plugins.canonizers.graph.GraphCanonizer`) if it can canonize it.
 """
 
 from __future__ import annotations
@@ -115,4 +116,10 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
     component = _registered(model)
     if component is not None:
         return [component.load()()]
-    raise ValueError(_unsupported_message(model))
+    # no hand-written family: the graph canonizer, if it can canonize the model (xai_plugins.canonizers.graph)
+    from xai_plugins.canonizers.graph import graph_canonizer_for
+
+    canonizer, reason = graph_canonizer_for(model)
+    if canonizer is not None:
+        return [canonizer]
+    raise ValueError(f"{_unsupported_message(model)}. The graph canonizer cannot canonize it either: {reason}")

@@ -185,7 +185,8 @@ class ZennitCanonizer:
         try:
             modules = modules_of(root_module)
             kinds = {type(module) for module in modules}
-            mixed_sign = not kinds.isdisjoint(MIXED_SIGN_ACTIVATIONS)
+            mixed_sign = not kinds.isdisjoint(MIXED_SIGN_ACTIVATIONS) or \
+                getattr(self.canonizer, "mixed_sign_inputs", False)
             factories: dict[type, Callable[[nn.Module], Hook | None]] = {}  # the first matching rule per type
             for kind in kinds:
                 factory = next((factory for module_type, factory in self.rules if issubclass(kind, module_type)),
