@@ -13,7 +13,7 @@ from torch import nn
 ATTENTION = ("vit_", "swin", "maxvit", "convnext")
 """torchvision builders with LayerNorm or attention: the graph canonizer refuses them with a clear error."""
 
-TORCHVISION_CI = ("alexnet", "vgg11_bn", "resnet18", "resnext50_32x4d", "densenet121", "squeezenet1_1",
+TORCHVISION_CI = ("alexnet", "resnet18", "densenet121", "squeezenet1_1",
                   "googlenet", "inception_v3", "mnasnet0_5", "shufflenet_v2_x0_5", "mobilenet_v2",
                   "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "regnet_y_400mf")
 
