@@ -30,10 +30,10 @@ REFUSED = ("timm:convnext_atto", "timm:vit_tiny_patch16_224", "torchvision:swin_
 
 
 def row(spec: str) -> str:
-    size = input_size(spec)
+    size = 224 if spec.endswith("_224") else input_size(spec)
     shape = (1, 3, size, size)
     try:
-        counts = explain_canonization(build(spec), shape if not spec.endswith("_224") else (1, 3, 224, 224)).counts()
+        counts = explain_canonization(build(spec), shape).counts()
         model = randomize_batchnorm(build(spec), seed=1)
         x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
