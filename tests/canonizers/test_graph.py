@@ -41,6 +41,7 @@ CONSERVATION_GAPS = {
     ("torchvision:mnasnet0_5", "zennit"): "z+ drops the relevance of units whose output is their bias alone",
     ("torchvision:mnasnet0_5", "captum"): "z+ drops the relevance of units whose output is their bias alone",
     ("torchvision:mobilenet_v2", "zennit"): "z+ drops the relevance of units whose output is their bias alone",
+    ("torchvision:mobilenet_v2", "captum"): "z+ drops the relevance of units whose output is their bias alone",
     ("timm:mobilenetv3_small_050", "zennit"): "z+ drops the relevance of units whose output is their bias alone",
     ("timm:mobilenetv3_small_050", "captum"): "z+ drops the relevance of units whose output is their bias alone",
     ("timm:ghostnet_050", "zennit"): "z+ drops the relevance of units whose output is their bias alone",
