@@ -45,6 +45,7 @@ CONSERVATION_GAPS = {
     ("timm:mobilenetv3_small_050", "zennit"): "z+ drops the relevance of units whose output is their bias alone",
     ("timm:mobilenetv3_small_050", "captum"): "z+ drops the relevance of units whose output is their bias alone",
     ("timm:ghostnet_050", "zennit"): "z+ drops the relevance of units whose output is their bias alone",
+    ("timm:ghostnet_050", "captum"): "z+ drops the relevance of units whose output is their bias alone",
     ("timm:resnetv2_18", "captum"): "a Conv2d head gets Captum's z+ stand-in, whose output replaces the logit",
     ("timm:dpn48b", "captum"): "a Conv2d head gets Captum's z+ stand-in, whose output replaces the logit",
     ("timm:mixnet_s", "captum"): "not explained yet (Zennit conserves)",
