@@ -205,7 +205,7 @@ def test_hooks_and_model_restored_after_attribution() -> None:
 
 def test_unsupported_model_error_from_adapter(only_builtin_canonizers) -> None:
     with pytest.raises(ValueError, match="Supported families"):
-        canonizers_for(nn.Sequential(nn.Linear(2, 2)))
+        canonizers_for(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)))  # no graph canonization either
 
 
 def _depthwise_relevance(rule, canonizers: list) -> tuple[torch.Tensor, torch.Tensor]:

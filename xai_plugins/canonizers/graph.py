@@ -32,7 +32,7 @@ from xai_plugins.canonizers.graph_trace import UntraceableModelError, fingerprin
 from xai_plugins.canonizers.modules import PositionalBiasConv2d
 
 __all__ = ["CanonizationMismatchError", "CanonizationTable", "GraphCanonizer", "Row", "UnsupportedModelError",
-           "UntraceableModelError", "canonize", "explain_canonization"]
+           "UntraceableModelError", "canonize", "explain_canonization", "graph_canonizer_for"]
 
 SIZES = (64, 128, 224, 299)
 """Spatial probe sizes tried, in order, when the input shape is inferred (the first the model accepts)."""
@@ -142,6 +142,23 @@ def explain_canonization(model: nn.Module, input_shape: Sequence[int] | None = N
     return CanonizationTable(plan_for(model, input_shape).rows)
 
 
+def graph_canonizer_for(model: nn.Module) -> tuple[GraphCanonizer | None, str]:
+    """``(GraphCanonizer(), "")`` if the graph canonizer can canonize ``model``, else ``(None, why not)``.
+
+    A model in training mode is not probed (its BatchNorm statistics would change): it gets the canonizer,
+    whose ``apply`` then asks for ``model.eval()``."""
+    if any(module.training for module in model.modules() if isinstance(module, (_BatchNorm, nn.Dropout))):
+        return GraphCanonizer(), ""
+    try:
+        plan = plan_for(model)
+    except (UntraceableModelError, ValueError) as exc:
+        return None, str(exc)
+    if plan.unsupported:
+        return None, "; ".join(f"node '{row.node}' in module '{row.module}': {row.detail}"
+                               for row in plan.unsupported[:3])
+    return GraphCanonizer(), ""
+
+
 def _identity_forward(self: nn.Module, input: Tensor) -> Tensor:
     return input.clone()
 
@@ -226,6 +243,11 @@ class GraphCanonizer(Canonizer):
         if self.tolerance != 1e-5:
             options.append(f"tolerance={self.tolerance!r}")
         return f"{type(self).__name__}({', '.join(options)})"
+
+    mixed_sign_inputs = True
+    """Layers of an arbitrary model may see inputs of both signs without a mixed-sign activation (linear
+    bottlenecks, the thresholds of merged BatchNorms), so hosts attach their z⁺ completion rules (the Zennit
+    adapter's ``ZPlusFallbackRule``, inert where z⁺ already conserves)."""
 
     def copy(self) -> GraphCanonizer:
         return type(self)(self.input_shape, self.verify, self.tolerance)

@@ -318,7 +318,7 @@ class _Planner:
         else:
             self.row("left", node, where, "product of two signals (no factor is a gate)")
             return
-        self.explicit(node, "gate", Gate(), (signal, gate), f"{_op(node)}: {signal.name} gated by {gate.name}")
+        self.explicit(node, "gate", Gate(), (signal, gate), f"{_op(node)} → Gate({signal.name}, {gate.name})")
 
     # -- BatchNorm merges ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ a model exists); the canonizers are registered as import strings.
 
 from __future__ import annotations
 
-from xai_plugins.hookspecs import Register, hookimpl
+from xai_plugins.hookspecs import Commands, Register, hookimpl
 
 PAPER = ("Pahde, Yolcu, Binder, Samek and Lapuschkin, Optimizing Explanations by Network Canonization and "
          "Hyperparameter Search, CVPRW 2023")
@@ -31,3 +31,11 @@ def xai_register_models(register: Register) -> None:
     register("relation_network", f"{_RN}:relation_network",
              summary="small CLEVR-style Relation Network (conv encoder with BN, pairwise g-MLP, sum, f-MLP)",
              paper=RELATION_NETWORK_PAPER, model_types=(f"{_RN}.RelationNetwork",), family="canonizers")
+
+
+@hookimpl
+def xai_register_commands(commands: Commands) -> None:
+    """Add the ``canonize`` subcommand (the graph canonizer's table for a torchvision or timm model)."""
+    from xai_plugins.canonizers.cli import register_commands
+
+    register_commands(commands)

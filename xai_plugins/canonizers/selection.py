@@ -14,6 +14,8 @@ such as ``"torchvision.models.ResNet"``). The rules, in order:
 4. A model whose own type matches nothing but which contains recognised submodules (a wrapper such as
    ``nn.Sequential(Normalize(), resnet)``) gets one :class:`SubmoduleCanonizer` per outermost recognised
    submodule.
+5. Any other model gets the graph canonizer (:class:`~xai_plugins.canonizers.graph.GraphCanonizer`) if it can
+   canonize it; the unsupported-model error then also says why it cannot.
 """
 
 from __future__ import annotations
@@ -207,4 +209,11 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
     inside = _recognised_inside(model, candidates)
     if inside:
         return [SubmoduleCanonizer(path, candidate.make()) for path, candidate in inside]
-    raise ValueError(_unsupported_message(model, candidates))
+    # no hand-written family: the graph canonizer, if it can canonize the model (xai_plugins.canonizers.graph)
+    from xai_plugins.canonizers.graph import graph_canonizer_for
+
+    canonizer, reason = graph_canonizer_for(model)
+    if canonizer is not None:
+        return [canonizer]
+    raise ValueError(f"{_unsupported_message(model, candidates)}. The graph canonizer cannot canonize it either: "
+                     f"{reason}")

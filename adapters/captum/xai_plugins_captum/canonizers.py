@@ -168,6 +168,8 @@ CANONIZED_RULES: dict[type, RuleFactory] = {
     nn.Hardsigmoid: PassRule,
     nn.Identity: PassRule,
     nn.Flatten: EpsilonRule,
+    nn.Upsample: EpsilonRule,
+    nn.Sequential: PassRule,  # only an empty Sequential is a leaf: an identity (ShuffleNetV2's branch1)
     canonical.Sum: EpsilonRule,
     canonical.Concat: EpsilonRule,
     canonical.Gate: SignalTakesAllRule,
