@@ -32,8 +32,12 @@ _MISSING = object()
 _OWNERS: dict[int, Canonizer] = {}
 """``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
 the claim holds the module, so the id cannot be reused meanwhile."""
+_APPLYING: dict[int, list[tuple[Canonizer, int]]] = {}
+"""``id(model)`` → the canonizers whose ``apply`` is running on it and their threads (the model is held by the
+running call). Applies nest within one thread (a canonizer may apply another one), never across threads."""
 _OWNERS_LOCK = threading.Lock()
-"""Makes the look-up and the entry of a claim one step, so two canonizers never both claim one module."""
+"""Makes the look-up and the entry of a claim (and of ``_APPLYING``) one step, so two canonizers never both
+claim one module or canonize one model at once."""
 
 
 class TrainingModeWarning(UserWarning):
@@ -102,16 +106,28 @@ class Canonizer:
                     return [self._handle]
                 raise RuntimeError(f"{self!r} is already applied to another model; call remove() first or use "
                                    "copy() to canonize a second model")
-            training = next((name for name, module in model.named_modules() if module.training), None) \
-                if self.eval_mode_only else None
+            thread = threading.get_ident()
+            with _OWNERS_LOCK:
+                running = _APPLYING.setdefault(id(model), [])
+                if running and running[0][1] != thread:
+                    raise RuntimeError(f"{type(model).__name__} is being canonized by {running[0][0]!r} in another "
+                                       "thread; a model can be canonized by one canonizer at a time")
+                running.append((self, thread))
             try:
+                training = next((name for name, module in model.named_modules() if module.training), None) \
+                    if self.eval_mode_only else None
                 with torch.no_grad():
                     self.canonize(model)
             except BaseException:
                 self._unwind()
                 raise
+            finally:
+                with _OWNERS_LOCK:
+                    running.pop()
+                    if not running:
+                        del _APPLYING[id(model)]
             self._model = weakref.ref(model)
-            self._thread = threading.get_ident()
+            self._thread = thread
             self._handle = CanonizerHandle(self)
             handle = self._handle
         finally:
