@@ -8,8 +8,10 @@ at 224x224 on one thread by default, it prints per canonizer, all measured inter
 - that LRP pass divided by the plain gradient,
 - the relative output change while canonized, and the conservation ratio (relevance sum / target logit),
 
-for ``xai_plugins_zennit.canonizers_for`` and for Zennit's own canonizer where it has one (``ResNetCanonizer``
-for ResNet; its generic ``SequentialMergeBatchNorm`` for the others, which is what Zennit offers there).
+for ``xai_plugins_zennit.canonizers_for`` (core canonizer plus Zennit rules), for the core canonizer alone
+(``xai_plugins.canonizers.canonizers_for``, in a Zennit composite without our rules) and for Zennit's own
+canonizer where it has one (``ResNetCanonizer`` for ResNet; its generic ``SequentialMergeBatchNorm`` for the
+others, which is what Zennit offers there).
 
 Run: ``python benchmarks/bench_canonizers.py [--size 224] [--repeats 3] [--threads 1] [--clock cpu|wall]
 [--models resnet50 densenet121 efficientnet_b0]``.
@@ -33,6 +35,7 @@ from zennit.torchvision import ResNetCanonizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.canonizers.helpers import calibrate_batchnorm  # noqa: E402
+from xai_plugins.canonizers import canonizers_for as core_canonizers_for  # noqa: E402
 from xai_plugins_zennit import canonizers_for  # noqa: E402
 
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {
@@ -136,7 +139,8 @@ def main() -> None:
         model = calibrate_batchnorm(builder(), size=64, seed=0)
         x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
         own_label, own_make = ZENNIT_OWN[name]
-        makers = {"xai_plugins_zennit.canonizers_for": lambda m=model: canonizers_for(m), own_label: own_make}
+        makers = {"xai_plugins_zennit.canonizers_for": lambda m=model: canonizers_for(m),
+                  "core canonizers_for (no rules)": lambda m=model: core_canonizers_for(m), own_label: own_make}
         checks, start = {}, None
         for label, make in makers.items():
             try:
