@@ -192,3 +192,12 @@ def test_families_derive_from_the_one_table(only_builtin_canonizers) -> None:
         assert component.model_types == ((entry.model_type,) if entry.model_type else ())
     for family in FAMILIES:
         assert not hasattr(family.load(), "family")  # no second copy of the table on the classes
+
+
+def test_a_builtin_name_is_registered_once() -> None:
+    from xai_plugins.canonizers.families import builtin_canonizer, builtin_canonizers
+
+    builtin_canonizers()
+    with pytest.raises(ValueError, match="built-in canonizer name 'resnet' is used by "
+                                         "xai_plugins.canonizers.torchvision_models:ResNetCanonizer and"):
+        builtin_canonizer("resnet", summary="again")(_Claiming)

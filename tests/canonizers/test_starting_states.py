@@ -24,6 +24,15 @@ tvm = pytest.importorskip("torchvision.models")
 FLOAT64_RTOL = 1e-12
 """The float64 counterpart of FLOAT32_RTOL: the same re-association, at a rounding of 2**-53 per product."""
 
+WELL_CONDITIONED = FLOAT32_RTOL / 10
+"""A drawn network whose own float32 error (against its float64 twin) is below this leaves FLOAT32_RTOL ten
+times the room for the merges; a worse conditioned one is checked in float64, where the claim is the maths."""
+
+REROUNDING = 100.0
+"""Bound on how much more rounding error the canonized network may have than the original: merging moves the
+BatchNorm's centring into the bias, so the sums a merged layer rounds can be larger than the centred ones the
+BatchNorm rounded (observed up to about 20 on drawn RegNets; 100 leaves margin)."""
+
 
 @functools.cache
 def _base(family: str) -> nn.Module:
@@ -94,9 +103,9 @@ def test_function_unchanged_and_restored_over_drawn_states(family: str, seed: in
     """For every family and every drawn state: the canonized function equals the original within the rounding
     of the dtype, every BatchNorm is an exact identity while canonized, and remove restores bitwise.
 
-    The tolerance is the dtype's re-association bound, or four times the drawn network's own float32 error (its
-    distance from the float64 twin; scaled by 2**-29 for float64) where the network is worse conditioned than
-    that: a merge re-associates products, so it cannot do better than the network's own rounding."""
+    float32 is judged against FLOAT32_RTOL where the drawn network is well conditioned in float32; otherwise (and
+    when float64 is drawn) the float64 model is judged against FLOAT64_RTOL, or against the network's own float32
+    error scaled to float64 (2**-29) times REROUNDING where that is larger."""
     model = copy.deepcopy(_base(family))
     if conv_bias:
         _with_conv_biases(model, seed)
@@ -105,7 +114,8 @@ def test_function_unchanged_and_restored_over_drawn_states(family: str, seed: in
                    gamma_scale=gamma_scale, near_zero=near_zero, inputs=x)
     own, exact = _own_rounding(model, x)
     assume(bool(torch.isfinite(exact).all()) and own < 1e-2)  # a drawn network that overflows tests nothing
-    tolerance = max(FLOAT64_RTOL, 4 * own * 2.0**-29) if float64 else max(FLOAT32_RTOL, 4 * own)
+    float64 = float64 or own > WELL_CONDITIONED
+    tolerance = max(FLOAT64_RTOL, REROUNDING * own * 2.0**-29) if float64 else FLOAT32_RTOL
     dtype = torch.float64 if float64 else torch.float32
     model.to(dtype)
     x = x.to(dtype)
