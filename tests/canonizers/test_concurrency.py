@@ -57,7 +57,14 @@ def test_one_instance_refuses_an_apply_from_a_second_thread_while_applying_and_w
     model, other = _small(), _small()
     before, other_before = snapshot(model), snapshot(other)
     canonizer = _Paused()
-    first = threading.Thread(target=canonizer.apply, args=(model,))
+    applied, finish = threading.Event(), threading.Event()
+
+    def apply_and_stay() -> None:
+        canonizer.apply(model)
+        applied.set()
+        finish.wait(timeout=60)
+
+    first = threading.Thread(target=apply_and_stay)
     first.start()
     assert canonizer.inside.wait(timeout=60)
     for target in (model, other):
@@ -65,12 +72,15 @@ def test_one_instance_refuses_an_apply_from_a_second_thread_while_applying_and_w
         assert isinstance(error, RuntimeError)
         assert "is being applied in another thread at the same time" in str(error) and "copy()" in str(error)
     canonizer.release.set()
-    first.join(timeout=60)
-    assert canonizer.applied
-    for target in (model, other):  # applied by the first thread: the instance still belongs to it
+    assert applied.wait(timeout=60)
+    for target in (model, other):  # applied by the running first thread: the instance still belongs to it
         error = _in_thread(lambda target=target: canonizer.apply(target))
         assert isinstance(error, RuntimeError) and "is applied to a model by another thread" in str(error)
     assert_restored(other_before, other)
+    finish.set()
+    first.join(timeout=60)
+    error = _in_thread(lambda: canonizer.apply(other))  # the first thread has ended: one model per instance
+    assert isinstance(error, RuntimeError) and "already applied to another model" in str(error)
     canonizer.remove()
     assert_restored(before, model)
     assert _in_thread(lambda: (canonizer.apply(other), canonizer.remove())) is None  # free again
