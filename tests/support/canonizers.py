@@ -8,7 +8,7 @@ from torch import nn
 
 from xai_plugins.conformance.state import ModelState, diff_states, snapshot, summarize
 
-__all__ = ["FLOAT32_RTOL", "assert_restored", "assert_same", "relative_change", "small_vgg", "snapshot"]
+__all__ = ["FAMILY_BUILDERS", "FLOAT32_RTOL", "assert_restored", "assert_same", "relative_change", "small_vgg"]
 
 FLOAT32_RTOL = 1e-5
 """Relative output change a canonizer may cause in float32: merging re-associates a few products per channel
@@ -46,3 +46,56 @@ def small_vgg(config: str = "A", batch_norm: bool = True, num_classes: int = 10)
     model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 64), nn.ReLU(True), nn.Dropout(),
                                      nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, num_classes))
     return model
+
+
+def _vgg() -> nn.Module:
+    from torchvision.models.vgg import VGG, make_layers
+
+    model = VGG(make_layers([8, "M", 16, "M", 16], batch_norm=True), num_classes=5, init_weights=True)
+    model.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+    model.classifier = nn.Sequential(nn.Linear(16 * 4, 12), nn.ReLU(True), nn.Dropout(), nn.Linear(12, 5))
+    return model
+
+
+def _resnet(bottleneck: bool = False, groups: int = 1, width: int = 64) -> nn.Module:
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+    block = Bottleneck if bottleneck else BasicBlock
+    return ResNet(block, [1, 1, 1, 1], num_classes=5, groups=groups, width_per_group=width)
+
+
+def _densenet() -> nn.Module:
+    from torchvision.models import DenseNet
+
+    return DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2, num_classes=5)
+
+
+def _relation_network() -> nn.Module:
+    from xai_plugins.canonizers.relation_network import RelationNetwork
+
+    return RelationNetwork(num_classes=5, channels=8, conv_layers=2, g_width=16, g_layers=2, f_width=16)
+
+
+def _torchvision(name: str, **kwargs: object):
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return getattr(tvm, name)(weights=None, num_classes=5, **kwargs)
+    return build
+
+
+FAMILY_BUILDERS = {
+    "vgg_bn": _vgg,
+    "resnet": _resnet,
+    "resnext": lambda: _resnet(bottleneck=True, groups=4, width=8),
+    "densenet": _densenet,
+    "efficientnet_b0": _torchvision("efficientnet_b0"),
+    "efficientnet_v2_s": _torchvision("efficientnet_v2_s"),
+    "mobilenet_v2": _torchvision("mobilenet_v2", width_mult=0.25),
+    "mobilenet_v3_small": _torchvision("mobilenet_v3_small"),
+    "mobilenet_v3_large": _torchvision("mobilenet_v3_large", width_mult=0.25),
+    "regnet_x_400mf": _torchvision("regnet_x_400mf"),
+    "regnet_y_400mf": _torchvision("regnet_y_400mf"),
+    "relation_network": _relation_network,
+}
+"""A small model of every supported family (random weights, a few classes), for tests over many draws."""

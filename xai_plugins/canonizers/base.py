@@ -56,8 +56,12 @@ def _load_host_extensions() -> None:
 _OWNERS: dict[int, Canonizer] = {}
 """``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
 the claim holds the module, so the id cannot be reused meanwhile."""
+_APPLYING: dict[int, list[tuple[Canonizer, threading.Thread]]] = {}
+"""``id(model)`` → the canonizers whose ``apply`` is running on it and their threads (the model is held by the
+running call). Applies nest within one thread (a canonizer may apply another one), never across threads."""
 _OWNERS_LOCK = threading.Lock()
-"""Makes the look-up and the entry of a claim one step, so two canonizers never both claim one module."""
+"""Makes the look-up and the entry of a claim (and of ``_APPLYING``) one step, so two canonizers never both
+claim one module or canonize one model at once."""
 
 
 class TrainingModeWarning(UserWarning):
@@ -93,7 +97,7 @@ class Canonizer:
         self._claimed: dict[int, nn.Module] = {}
         self._model: weakref.ReferenceType[nn.Module] | None = None
         self._handle: CanonizerHandle | None = None
-        self._thread: int | None = None
+        self._thread: threading.Thread | None = None
         self._busy = threading.Lock()
         self._extensions: list[Any] = []
 
@@ -108,8 +112,8 @@ class Canonizer:
         """Canonize ``model``; returns a list with one handle whose ``remove()`` reverts everything.
 
         Raises ``RuntimeError`` (changing nothing) when this instance is being applied in another thread, is
-        applied to a model by another thread, or is applied to another model; each thread and each model needs
-        its own instance (:meth:`copy`)."""
+        applied to a model by another thread that is still running, or is applied to another model; each thread
+        and each model needs its own instance (:meth:`copy`)."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"{type(self).__name__}.apply expects a torch.nn.Module, got {type(model).__name__}")
         if not self._busy.acquire(blocking=False):
@@ -119,7 +123,8 @@ class Canonizer:
         try:
             current = self._model() if self._model is not None else None
             if current is not None:
-                if self._thread != threading.get_ident():
+                if self._thread is not threading.current_thread() and self._thread is not None \
+                        and self._thread.is_alive():
                     raise RuntimeError(f"{self!r} is applied to a model by another thread; one canonizer instance "
                                        "canonizes one model in one thread: give each thread its own instance "
                                        "(canonizer.copy(), or canonizers_for(model) per thread)")
@@ -127,11 +132,18 @@ class Canonizer:
                     return [self._handle]
                 raise RuntimeError(f"{self!r} is already applied to another model; call remove() first or use "
                                    "copy() to canonize a second model")
-            training = next((name for name, module in model.named_modules() if module.training), None) \
-                if self.eval_mode_only else None
-            if _host_entries is None or _host_entries:
-                _load_host_extensions()
+            thread = threading.current_thread()
+            with _OWNERS_LOCK:
+                running = _APPLYING.setdefault(id(model), [])
+                if running and running[0][1] is not thread:
+                    raise RuntimeError(f"{type(model).__name__} is being canonized by {running[0][0]!r} in another "
+                                       "thread; a model can be canonized by one canonizer at a time")
+                running.append((self, thread))
             try:
+                training = next((name for name, module in model.named_modules() if module.training), None) \
+                    if self.eval_mode_only else None
+                if _host_entries is None or _host_entries:
+                    _load_host_extensions()
                 for extension in APPLY_EXTENSIONS:
                     extension_handle = extension(self, model, "before")
                     if extension_handle is not None:
@@ -145,8 +157,13 @@ class Canonizer:
             except BaseException:
                 self._unwind()
                 raise
+            finally:
+                with _OWNERS_LOCK:
+                    running.pop()
+                    if not running:
+                        del _APPLYING[id(model)]
             self._model = weakref.ref(model)
-            self._thread = threading.get_ident()
+            self._thread = thread
             self._handle = CanonizerHandle(self)
             handle = self._handle
         finally:

@@ -148,6 +148,11 @@ class _CountingDict(dict):
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules")
 
 
+def _memory_start(tensor: torch.Tensor) -> int:
+    """Address of the start of the memory ``tensor`` views (the same for every view of one tensor)."""
+    return tensor.data_ptr() - tensor.storage_offset() * tensor.element_size()
+
+
 class _MutationCounter:
     """Counts (and optionally interrupts) mutations of one model's modules and tensors: calls of the mutating
     ``Module`` and in-place ``Tensor`` methods, and direct writes into a module's parameter, buffer and child
@@ -156,7 +161,7 @@ class _MutationCounter:
     def __init__(self, model: nn.Module, fail_at: int | None = None) -> None:
         self.modules = list(model.modules())
         self.module_ids = {id(m) for m in self.modules}
-        self.storages = {t.untyped_storage().data_ptr()
+        self.storages = {_memory_start(t)
                          for t in itertools.chain(model.parameters(), model.buffers()) if t is not None}
         self.fail_at = fail_at
         self.events: list[str] = []
@@ -193,7 +198,7 @@ class _MutationCounter:
             saved[(torch.Tensor, name)] = torch.Tensor.__dict__.get(name)
 
             def wrapper(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-                if self.untyped_storage().data_ptr() in counter.storages:
+                if _memory_start(self) in counter.storages:
                     counter.hit(f"Tensor.{name} of a model tensor {tuple(self.shape)}")
                 return original(self, *args, **kwargs)
 
