@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tests.canonizers.graph_models import TIMM_CI, TORCHVISION_CI, build, input_size, torchvision_cnns
-from tests.canonizers.helpers import assert_same, calibrate_batchnorm, randomize_batchnorm, snapshot
+from tests.canonizers.helpers import calibrate_batchnorm, randomize_batchnorm
+from tests.support.canonizers import assert_same
 from xai_plugins.canonizers import graph
 from xai_plugins.canonizers.graph import (
     CanonizationMismatchError,
@@ -25,6 +26,7 @@ from xai_plugins.canonizers.graph import (
     explain_canonization,
 )
 from xai_plugins.canonizers.modules import Concat, Gate, Sum
+from xai_plugins.conformance.state import snapshot
 
 pytest.importorskip("torchvision")
 FULL = os.environ.get("XAI_PLUGINS_FULL_SWEEP") == "1"

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tests.canonizers.helpers import assert_same, small_vgg, snapshot
 from tests.support.batchnorm import BatchNormDraw, apply, is_alive, statistics
+from tests.support.canonizers import assert_same, small_vgg
+from xai_plugins.conformance.state import snapshot
 
 tvm = pytest.importorskip("torchvision.models")
 pytest.importorskip("zennit")

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import assert_same, snapshot
 from tests.support.batchnorm import BatchNormDraw, apply
+from tests.support.canonizers import assert_same
+from xai_plugins.conformance.state import snapshot
 
 tvm = pytest.importorskip("torchvision.models")
 zennit = pytest.importorskip("zennit")

@@ -89,7 +89,7 @@ class BcosDenseNet(nn.Module):
 
 def _densenet(growth: int, blocks: tuple[int, ...], init_features: int, kwargs: dict[str, object]) -> BcosDenseNet:
     settings: dict[str, object] = {"growth": growth, "blocks": blocks, "init_features": init_features, **kwargs}
-    return BcosDenseNet(**settings)  # type: ignore[arg-type]
+    return BcosDenseNet(**settings)
 
 
 def bcos_densenet121(**kwargs: object) -> BcosDenseNet:

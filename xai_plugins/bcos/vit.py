@@ -184,7 +184,7 @@ def positional_contribution(model: BcosViT, inputs: Tensor, target: Tensor) -> T
 
 def _vit(size: str, patch_size: int, conv_stem: bool, kwargs: dict[str, object]) -> BcosViT:
     settings: dict[str, object] = {"size": size, "patch_size": patch_size, "conv_stem": conv_stem, **kwargs}
-    return BcosViT(**settings)  # type: ignore[arg-type]
+    return BcosViT(**settings)
 
 
 def bcos_simple_vit_ti_patch16_224(**kwargs: object) -> BcosViT:

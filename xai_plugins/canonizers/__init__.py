@@ -44,17 +44,24 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
-    from xai_plugins.canonizers.base import Canonizer, CanonizerHandle, release_spare_blocks  # noqa: F401
+    from xai_plugins.canonizers.base import Canonizer, CanonizerHandle, TrainingModeWarning  # noqa: F401
     from xai_plugins.canonizers.batchnorm import (  # noqa: F401
         MergeBatchNorm,
         MergeBatchNormFollowing,
         MergeBatchNormPreceding,
     )
     from xai_plugins.canonizers.densenet_untangled import DenseNetUntangledCanonizer  # noqa: F401
+    from xai_plugins.canonizers.graph import GraphCanonizer, canonize, explain_canonization  # noqa: F401
     from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, Sum, ThresholdReLU  # noqa: F401
     from xai_plugins.canonizers.relation_network import RelationNetwork, RelationNetworkCanonizer  # noqa: F401
-    from xai_plugins.canonizers.selection import FAMILIES, canonizers_for  # noqa: F401
-    from xai_plugins.canonizers.torchvision_models import (  # noqa: F401  # noqa: F401  # noqa: F401
+    from xai_plugins.canonizers.selection import (  # noqa: F401
+        FAMILIES,
+        CanonizerConflictWarning,
+        SubmoduleCanonizer,
+        canonizers_for,
+        families,
+    )
+    from xai_plugins.canonizers.torchvision_models import (  # noqa: F401
         DenseNetCanonizer,
         EfficientNetCanonizer,
         MobileNetV2Canonizer,
