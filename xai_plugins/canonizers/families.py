@@ -78,7 +78,10 @@ def builtin_canonizer(name: str, *, summary: str, model_type: str | None = None,
 
 
 def builtin_canonizers() -> tuple[BuiltinCanonizer, ...]:
-    """Every built-in canonizer, in the order the modules define them (importing those modules)."""
+    """Every built-in canonizer (importing the modules that define them), in the order of
+    ``CANONIZER_MODULES`` and, within a module, of definition, whatever order the modules were imported in."""
     for module in CANONIZER_MODULES:
         importlib.import_module(module)
-    return tuple(_TABLE.values())
+    order = {module: index for index, module in enumerate(CANONIZER_MODULES)}
+    entries = list(_TABLE.values())  # definition order within each module
+    return tuple(sorted(entries, key=lambda entry: order.get(entry.target.partition(":")[0], len(order))))
