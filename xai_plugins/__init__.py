@@ -8,7 +8,7 @@ implementations with :data:`hookimpl` (see :mod:`xai_plugins.hookspecs`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xai_plugins._lazy import lazy_exports
 from xai_plugins._version import distribution_version
@@ -26,9 +26,12 @@ from xai_plugins.registry import Component, PluginRecord, get_registry, reset_re
 
 __version__ = distribution_version("xai-plugins")
 
-_LAZY = {"create_model": "xai_plugins.models", "list_models": "xai_plugins.models"}
+_EXPORTS = {"create_model": "xai_plugins.models", "list_models": "xai_plugins.models"}
 """Imported on first use: they need torch, which ``import xai_plugins`` (and plugin discovery) does not."""
-__getattr__ = lazy_exports(__name__, _LAZY)[0]
+__getattr__ = lazy_exports(__name__, _EXPORTS)[0]
+
+if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
+    from xai_plugins.models import create_model, list_models  # noqa: F401
 
 __all__ = [
     "Component",

@@ -53,14 +53,6 @@ def test_every_subcommand_has_help():
     assert all(helps.values()), helps
 
 
-def test_a_command_of_a_missing_distribution_names_the_package(monkeypatch, capsys):
-    monkeypatch.setattr(cli.metadata, "entry_points", lambda group=None: [])
-    assert cli.main(["demo"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == ("xai-plugins: error: 'demo' comes with the xai-plugins-workbench distribution, which is "
-                           "not installed; pip install \"xai-plugins[workbench]\"")
-
-
 def test_lazy_choices_reject_unknown_names_with_the_list(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["search", "--metric", "nope"])

@@ -54,7 +54,7 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = ("visualize", "train")
 
 if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
-    from xai_plugins.bcos import train, visualize  # noqa: F401
+    from xai_plugins.bcos.authors import from_authors_state_dict, load_authors_weights  # noqa: F401
     from xai_plugins.bcos.convert import SUPPORTED_ARCHITECTURES, Bcosified, set_b, strip_biases, to_bcos  # noqa: F401
     from xai_plugins.bcos.encoding import decode_input, encode_input  # noqa: F401
     from xai_plugins.bcos.explain import Contributions, bcos_contributions, contributions, logit_bias  # noqa: F401
@@ -63,9 +63,14 @@ if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
     from xai_plugins.bcos.mode import explanation_mode  # noqa: F401
     from xai_plugins.bcos.norms import (  # noqa: F401
         BatchNormUncentered2d,
+        GroupNorm2d,
         GroupNormUncentered2d,
+        LayerNorm2d,
         LayerNormUncentered2d,
+        PositionNorm2d,
         PositionNormUncentered2d,
+        TokenLayerNorm,
     )
+    from xai_plugins.bcos.zoo import MODELS, register_model  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

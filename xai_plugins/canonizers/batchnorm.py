@@ -34,7 +34,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from xai_plugins.canonizers.base import Canonizer
-from xai_plugins.canonizers.families import builtin_canonizer
 from xai_plugins.canonizers.modules import ExplicitModule, PositionalBiasConv2d, ThresholdReLU
 
 __all__ = [
@@ -302,9 +301,6 @@ def _called_once(graph: torch.fx.Graph) -> set[str]:
     return {target for target, count in counts.items() if count == 1}
 
 
-@builtin_canonizer("merge_batchnorm_preceding", architecture="generic",
-                   summary="any traceable model: BatchNorm merged into the conv/linear that feeds it (data flow "
-                           "from torch.fx)")
 class MergeBatchNormPreceding(Canonizer):
     """Merge every BatchNorm into the conv/linear layer whose output it normalises (``layer → BN``).
 
@@ -345,10 +341,6 @@ class MergeBatchNormPreceding(Canonizer):
 
 
 # the suite's default example has BN only after convolutions; the following merge needs BN → ReLU → conv
-@builtin_canonizer("merge_batchnorm_following", architecture="generic",
-                   summary="any traceable model: BN [-> ReLU] -> conv merged exactly (threshold ReLU, "
-                           "position-dependent bias at padded borders)",
-                   example_model="xai_plugins.conformance.examples:preactivation_net")
 class MergeBatchNormFollowing(Canonizer):
     """Merge every BatchNorm into the conv/linear layer it feeds (``BN → [ReLU →] layer``), exactly.
 
@@ -400,9 +392,6 @@ class MergeBatchNormFollowing(Canonizer):
             merge_following(self, _slot(model, bn_name), relu_slot, _slot(model, layer_name))
 
 
-@builtin_canonizer("merge_batchnorm", architecture="generic",
-                   summary="any traceable model: every BatchNorm merged into the preceding layer, else the "
-                           "following")
 class MergeBatchNorm(Canonizer):
     """Merge every BatchNorm it can find with ``torch.fx``: into the preceding layer where one feeds it alone,
     otherwise into the following layer (through a ReLU, see :class:`MergeBatchNormFollowing`).

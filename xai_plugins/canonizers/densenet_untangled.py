@@ -54,7 +54,6 @@ from xai_plugins.canonizers.batchnorm import (
     neutralize_batchnorm,
     relu_terms,
 )
-from xai_plugins.canonizers.families import builtin_canonizer
 from xai_plugins.canonizers.modules import Concat, ThresholdReLU
 
 __all__ = ["DenseNetUntangledCanonizer"]
@@ -134,10 +133,6 @@ def _check_type(module: object, expected: type, where: str) -> None:
                          f"{expected.__name__}; the model differs from the torchvision DenseNet architecture")
 
 
-@builtin_canonizer("densenet_untangled", model_type="torchvision.models.DenseNet", default=False,
-                   summary="torchvision DenseNet, the paper's untangling variant: each BN slice merged into its "
-                           "own conv copy", architecture="densenet", variant="untangled",
-                   zennit="xai_plugins_zennit.canonizers.for_zennit", captum="xai_plugins_captum.canonized")
 class DenseNetUntangledCanonizer(Canonizer):
     """torchvision DenseNet-121/161/169/201 canonized by untangling (Pahde et al. 2023): every BatchNorm
     slice is merged into its own copy of the convolution that produced its input (threshold-ReLU merges only

@@ -1,33 +1,21 @@
-"""The one table of built-in canonizers: each canonizer class registers itself with :func:`builtin_canonizer`.
+"""The one table of built-in canonizers, :data:`BUILTIN_CANONIZERS`.
 
-Everything else is derived from this table: :data:`~xai_plugins.canonizers.selection.FAMILIES` (the model
-families ``canonizers_for`` recognises, in matching order), the registrations of the built-in plugin
-(:mod:`xai_plugins.canonizers.plugin`) and the error message for an unsupported model. A family's model class
-is named by its dotted public path (``"torchvision.models.ResNet"``, the form of ``model_types``) and resolved
-only from modules already imported, so neither registering nor matching imports torchvision.
+Everything else is derived from it: :data:`~xai_plugins.canonizers.selection.FAMILIES` (the model families
+``canonizers_for`` recognises, in matching order), the registrations of the built-in plugin
+(:mod:`xai_plugins.canonizers.plugin`) and the error message for an unsupported model. The table is plain data
+(import strings), so plugin discovery, ``xai-plugins --help`` and ``list`` import neither torch nor torchvision.
+A family's model class is named by its dotted public path (``"torchvision.models.ResNet"``, the form of
+``model_types``) and resolved only from modules already imported.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-__all__ = ["BuiltinCanonizer", "builtin_canonizer", "builtin_canonizers"]
-
-_C = TypeVar("_C", bound=type)
-
-CANONIZER_MODULES = (
-    "xai_plugins.canonizers.torchvision_models",
-    "xai_plugins.canonizers.densenet_untangled",
-    "xai_plugins.canonizers.relation_network",
-    "xai_plugins.canonizers.batchnorm",
-)
-"""The modules whose classes register themselves here (imported by :func:`builtin_canonizers`)."""
-
-_TABLE: dict[str, BuiltinCanonizer] = {}
+__all__ = ["BUILTIN_CANONIZERS", "BuiltinCanonizer", "builtin_canonizers"]
 
 
 @dataclass(frozen=True)
@@ -58,30 +46,126 @@ class BuiltinCanonizer:
         return getattr(importlib.import_module(module), name)
 
 
-def builtin_canonizer(name: str, *, summary: str, model_type: str | None = None, label: str = "",
-                      default: bool = True, **extra: Any) -> Callable[[_C], _C]:
-    """Class decorator: enter the canonizer class into the table under ``name`` (see :class:`BuiltinCanonizer`).
+def _entry(
+    name: str,
+    target: str,
+    *,
+    summary: str,
+    model_type: str | None = None,
+    label: str = "",
+    default: bool = True,
+    **extra: Any,
+) -> BuiltinCanonizer:
+    return BuiltinCanonizer(name, target, summary, model_type, label or name, default, dict(extra))
 
-    ``model_type`` is the dotted public path of the model class; ``default=False`` registers a variant that
-    ``canonizers_for`` does not pick (it is used explicitly). Raises ``ValueError`` if ``name`` is taken.
-    """
 
-    def register(cls: _C) -> _C:
-        target = f"{cls.__module__}:{cls.__qualname__}"
-        known = _TABLE.get(name)
-        if known is not None and known.target != target:
-            raise ValueError(f"built-in canonizer name {name!r} is used by {known.target} and {target}")
-        _TABLE[name] = BuiltinCanonizer(name, target, summary, model_type, label or name, default, dict(extra))
-        return cls
+_TV = "xai_plugins.canonizers.torchvision_models"
+_HOST: dict[str, Any] = {"zennit": "xai_plugins_zennit.canonizers_for", "captum": "xai_plugins_captum.canonized"}
+"""How the hosts reach the family canonizers (``register()`` metadata)."""
 
-    return register
+BUILTIN_CANONIZERS: tuple[BuiltinCanonizer, ...] = (
+    _entry(
+        "vgg",
+        f"{_TV}:VGGCanonizer",
+        model_type="torchvision.models.VGG",
+        label="VGG (with and without BatchNorm)",
+        summary="torchvision VGG with or without BatchNorm: BN merged into the preceding conv",
+        **_HOST,
+    ),
+    _entry(
+        "resnet",
+        f"{_TV}:ResNetCanonizer",
+        model_type="torchvision.models.ResNet",
+        label="ResNet, ResNeXt, Wide ResNet",
+        summary="torchvision ResNet/ResNeXt/Wide ResNet: BN merged, residual sums as explicit Sum modules",
+        **_HOST,
+    ),
+    _entry(
+        "densenet",
+        f"{_TV}:DenseNetCanonizer",
+        model_type="torchvision.models.DenseNet",
+        label="DenseNet-121/161/169/201",
+        summary="torchvision DenseNet: BN merged into preceding or following layers (threshold ReLU), concats explicit",
+        **_HOST,
+    ),
+    _entry(
+        "efficientnet",
+        f"{_TV}:EfficientNetCanonizer",
+        model_type="torchvision.models.EfficientNet",
+        label="EfficientNet B0-B7 and V2",
+        summary="torchvision EfficientNet B0-B7 and V2: BN merged, residual sums and SE gates explicit",
+        **_HOST,
+    ),
+    _entry(
+        "mobilenet_v2",
+        f"{_TV}:MobileNetV2Canonizer",
+        model_type="torchvision.models.MobileNetV2",
+        label="MobileNetV2",
+        summary="torchvision MobileNetV2: BN merged, residual sums and functional pooling explicit",
+        **_HOST,
+    ),
+    _entry(
+        "mobilenet_v3",
+        f"{_TV}:MobileNetV3Canonizer",
+        model_type="torchvision.models.MobileNetV3",
+        label="MobileNetV3 small and large",
+        summary="torchvision MobileNetV3: BN merged, residual sums and SE gates explicit",
+        **_HOST,
+    ),
+    _entry(
+        "regnet",
+        f"{_TV}:RegNetCanonizer",
+        model_type="torchvision.models.RegNet",
+        label="RegNet X and Y",
+        summary="torchvision RegNet X/Y: BN merged, residual sums and SE gates explicit",
+        **_HOST,
+    ),
+    _entry(
+        "densenet_untangled",
+        "xai_plugins.canonizers.densenet_untangled:DenseNetUntangledCanonizer",
+        model_type="torchvision.models.DenseNet",
+        default=False,
+        summary="torchvision DenseNet, the paper's untangling variant: each BN slice merged into its own conv copy",
+        architecture="densenet",
+        variant="untangled",
+        zennit="xai_plugins_zennit.canonizers.for_zennit",
+        captum="xai_plugins_captum.canonized",
+    ),
+    _entry(
+        "relation_network",
+        "xai_plugins.canonizers.relation_network:RelationNetworkCanonizer",
+        model_type="xai_plugins.canonizers.relation_network.RelationNetwork",
+        label="Relation Network (xai_plugins reference model)",
+        summary="Relation Network: encoder BN merged, sum over object pairs explicit",
+        zennit="xai_plugins_zennit.canonizers_for",
+        captum="xai_plugins_captum.canonized",
+        example_model="model:relation_network",
+    ),
+    _entry(
+        "merge_batchnorm_preceding",
+        "xai_plugins.canonizers.batchnorm:MergeBatchNormPreceding",
+        architecture="generic",
+        summary="any traceable model: BatchNorm merged into the conv/linear that feeds it (data flow from torch.fx)",
+    ),
+    _entry(
+        "merge_batchnorm_following",
+        "xai_plugins.canonizers.batchnorm:MergeBatchNormFollowing",
+        architecture="generic",
+        summary="any traceable model: BN [-> ReLU] -> conv merged exactly (threshold ReLU, position-dependent bias "
+        "at padded borders)",
+        example_model="xai_plugins.conformance.examples:preactivation_net",
+    ),
+    _entry(
+        "merge_batchnorm",
+        "xai_plugins.canonizers.batchnorm:MergeBatchNorm",
+        architecture="generic",
+        summary="any traceable model: every BatchNorm merged into the preceding layer, else the following",
+    ),
+)
+"""Every built-in canonizer, in matching order; ``default=False`` marks a variant ``canonizers_for`` does not
+pick (it is used explicitly)."""
 
 
 def builtin_canonizers() -> tuple[BuiltinCanonizer, ...]:
-    """Every built-in canonizer (importing the modules that define them), in the order of
-    ``CANONIZER_MODULES`` and, within a module, of definition, whatever order the modules were imported in."""
-    for module in CANONIZER_MODULES:
-        importlib.import_module(module)
-    order = {module: index for index, module in enumerate(CANONIZER_MODULES)}
-    entries = list(_TABLE.values())  # definition order within each module
-    return tuple(sorted(entries, key=lambda entry: order.get(entry.target.partition(":")[0], len(order))))
+    """Every built-in canonizer (:data:`BUILTIN_CANONIZERS`)."""
+    return BUILTIN_CANONIZERS

@@ -20,7 +20,6 @@ from torch import nn
 
 from xai_plugins.canonizers.base import Canonizer
 from xai_plugins.canonizers.batchnorm import is_batchnorm, merge_preceding, sequential_pairs
-from xai_plugins.canonizers.families import builtin_canonizer
 from xai_plugins.canonizers.modules import Sum
 
 __all__ = ["RelationNetwork", "RelationNetworkCanonizer", "relation_network"]
@@ -139,11 +138,6 @@ def _canonical_forward(self: RelationNetwork, image: torch.Tensor, question: tor
     return self.f(self.xai_pair_sum(*self.relations(image, question).unbind(dim=1)))
 
 
-@builtin_canonizer("relation_network", model_type="xai_plugins.canonizers.relation_network.RelationNetwork",
-                   label="Relation Network (xai_plugins reference model)",
-                   summary="Relation Network: encoder BN merged, sum over object pairs explicit",
-                   zennit="xai_plugins_zennit.canonizers_for", captum="xai_plugins_captum.canonized",
-                   example_model="model:relation_network")
 class RelationNetworkCanonizer(Canonizer):
     """Canonizer for :class:`RelationNetwork` (Pahde et al., CVPRW 2023).
 

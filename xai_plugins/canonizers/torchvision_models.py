@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from xai_plugins.canonizers.base import Canonizer
 from xai_plugins.canonizers.batchnorm import is_batchnorm, merge_following, merge_preceding, sequential_pairs
-from xai_plugins.canonizers.families import builtin_canonizer
 from xai_plugins.canonizers.modules import Concat, Gate, Sum
 
 __all__ = [
@@ -130,9 +129,6 @@ def _regnet_body(self: nn.Module, x: Tensor) -> Tensor:
 
 
 # -- canonizers -----------------------------------------------------------------------------------------------
-
-_HOST = {"zennit": "xai_plugins_zennit.canonizers_for", "captum": "xai_plugins_captum.canonized"}
-"""How the hosts reach the torchvision canonizers (``register()`` metadata)."""
 
 _FORWARD_METHODS = ("forward", "_forward_impl")
 """Methods whose behaviour a canonizer's replacement ``forward`` stands for (torchvision's ``forward`` calls
@@ -246,8 +242,6 @@ class TorchvisionCanonizer(Canonizer):
                                  "Try MergeBatchNorm() or register a canonizer for this model")
 
 
-@builtin_canonizer("vgg", model_type="torchvision.models.VGG", label="VGG (with and without BatchNorm)",
-                   summary="torchvision VGG with or without BatchNorm: BN merged into the preceding conv", **_HOST)
 class VGGCanonizer(TorchvisionCanonizer):
     """torchvision VGG with or without BatchNorm: BN merged into the preceding conv, flatten as a module."""
 
@@ -257,9 +251,6 @@ class VGGCanonizer(TorchvisionCanonizer):
         self.head(model, _features_body, "avgpool", "classifier")
 
 
-@builtin_canonizer("resnet", model_type="torchvision.models.ResNet", label="ResNet, ResNeXt, Wide ResNet",
-                   summary="torchvision ResNet/ResNeXt/Wide ResNet: BN merged, residual sums as explicit Sum "
-                           "modules", **_HOST)
 class ResNetCanonizer(TorchvisionCanonizer):
     """torchvision ResNet, ResNeXt and Wide ResNet: BN merged, residual sums as :class:`Sum`, one ReLU module
     per call (torchvision reuses one ReLU per block), flatten as a module."""
@@ -282,9 +273,6 @@ class ResNetCanonizer(TorchvisionCanonizer):
         self.head(model, _resnet_body, "avgpool", "fc")
 
 
-@builtin_canonizer("densenet", model_type="torchvision.models.DenseNet", label="DenseNet-121/161/169/201",
-                   summary="torchvision DenseNet: BN merged into preceding or following layers (threshold ReLU), "
-                           "concats explicit", **_HOST)
 class DenseNetCanonizer(TorchvisionCanonizer):
     """torchvision DenseNet-121/161/169/201: concatenations as :class:`Concat`; BN merged into the preceding
     conv where one exists, and into the following conv or classifier (through a :class:`ThresholdReLU`) where
@@ -316,9 +304,6 @@ class DenseNetCanonizer(TorchvisionCanonizer):
                                 (pool, model.xai_flatten)))
 
 
-@builtin_canonizer("efficientnet", model_type="torchvision.models.EfficientNet", label="EfficientNet B0-B7 and V2",
-                   summary="torchvision EfficientNet B0-B7 and V2: BN merged, residual sums and SE gates explicit",
-                   **_HOST)
 class EfficientNetCanonizer(TorchvisionCanonizer):
     """torchvision EfficientNet B0–B7 and V2 (MBConv and FusedMBConv): BN merged, residual sums as
     :class:`Sum`, squeeze-and-excitation as a signal-takes-all :class:`Gate`, flatten as a module."""
@@ -331,9 +316,6 @@ class EfficientNetCanonizer(TorchvisionCanonizer):
         self.head(model, _features_body, "avgpool", "classifier")
 
 
-@builtin_canonizer("mobilenet_v2", model_type="torchvision.models.MobileNetV2", label="MobileNetV2",
-                   summary="torchvision MobileNetV2: BN merged, residual sums and functional pooling explicit",
-                   **_HOST)
 class MobileNetV2Canonizer(TorchvisionCanonizer):
     """torchvision MobileNetV2: BN merged, residual sums as :class:`Sum`, the functional global average
     pooling and flatten as modules."""
@@ -346,8 +328,6 @@ class MobileNetV2Canonizer(TorchvisionCanonizer):
         self.head(model, _features_body, "xai_pool", "classifier")
 
 
-@builtin_canonizer("mobilenet_v3", model_type="torchvision.models.MobileNetV3", label="MobileNetV3 small and large",
-                   summary="torchvision MobileNetV3: BN merged, residual sums and SE gates explicit", **_HOST)
 class MobileNetV3Canonizer(TorchvisionCanonizer):
     """torchvision MobileNetV3 small and large: BN merged, residual sums as :class:`Sum`, squeeze-and-excitation
     as a signal-takes-all :class:`Gate`, flatten as a module."""
@@ -359,8 +339,6 @@ class MobileNetV3Canonizer(TorchvisionCanonizer):
         self.head(model, _features_body, "avgpool", "classifier")
 
 
-@builtin_canonizer("regnet", model_type="torchvision.models.RegNet", label="RegNet X and Y",
-                   summary="torchvision RegNet X/Y: BN merged, residual sums and SE gates explicit", **_HOST)
 class RegNetCanonizer(TorchvisionCanonizer):
     """torchvision RegNet X and Y: BN merged, residual sums as :class:`Sum`, squeeze-and-excitation (RegNet Y)
     as a signal-takes-all :class:`Gate`, flatten as a module."""

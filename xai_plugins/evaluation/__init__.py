@@ -30,10 +30,12 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = ("metrics", "dataset", "models", "training", "controls", "textured", "sort_of_clevr", "relational")
 
 if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
-    from xai_plugins.evaluation import dataset, metrics, models, training  # noqa: F401
     from xai_plugins.evaluation.dataset import NUM_CLASSES, DigitsOnCanvas  # noqa: F401
     from xai_plugins.evaluation.models import small_densenet, small_efficientnet, small_resnet  # noqa: F401
-    from xai_plugins.evaluation.training import (  # noqa: F401  # noqa: F401
+    from xai_plugins.evaluation.sort_of_clevr import SortOfClevr  # noqa: F401
+    from xai_plugins.evaluation.textured import TexturedCanvas  # noqa: F401
+    from xai_plugins.evaluation.training import (  # noqa: F401
+        DATASETS,
         RECIPES,
         Recipe,
         available_checkpoints,

@@ -57,16 +57,30 @@ if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
     from xai_plugins.explainfix.basis import dct_basis, frequency_order  # noqa: F401
     from xai_plugins.explainfix.explainsteer import SpectraResult, explain_steer  # noqa: F401
     from xai_plugins.explainfix.fixing import FixReport, UnknownMethodError, fix_spatial_filters  # noqa: F401
-    from xai_plugins.explainfix.initializers import (  # noqa: F401  # noqa: F401
+    from xai_plugins.explainfix.guided import (  # noqa: F401
+        DCT2Steering,
         GuidedSteering,
+        SVDSteering,
+        dct2_steered,
+        guided_steered,
+        svd_steered,
+    )
+    from xai_plugins.explainfix.initializers import (  # noqa: F401
+        dct2_fill0,
         dct_basis_init,
         dct_steered,
         ghaar,
-        guided_steered,
+        ghaar2_ms,
+        ghaar4_ms,
+        ghaar4_s2,
+        ghaar_r_ms,
+        haar,
         psine,
+        psine_r_ms,
     )
     from xai_plugins.explainfix.plotting import plot_spectra  # noqa: F401
     from xai_plugins.explainfix.pruning import PruneError, PruneResult, prune_spatial_filters  # noqa: F401
+    from xai_plugins.explainfix.refill import refill_zeroed_filters  # noqa: F401
     from xai_plugins.explainfix.saliency import spatial_filter_saliency  # noqa: F401
     from xai_plugins.explainfix.spatial import NoSpatialConvError, spatial_convs  # noqa: F401
 

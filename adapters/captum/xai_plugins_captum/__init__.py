@@ -26,7 +26,8 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
     from xai_plugins_captum.bcos import BcosAttribution  # noqa: F401
-    from xai_plugins_captum.canonizers import CANONIZED_RULES, canonized  # noqa: F401
+    from xai_plugins_captum.bridge import RegisteredAttribution, attribution  # noqa: F401
+    from xai_plugins_captum.canonizers import CANONIZED_RULES, canonized, missing_rules  # noqa: F401
     from xai_plugins_captum.extremal import ExtremalPerturbation, LayerExtremalPerturbation  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -24,7 +24,8 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:  # the lazy exports, visible to type checkers and editors
     from xai_plugins_zennit.bcos import BcosExplanation  # noqa: F401
-    from xai_plugins_zennit.canonizers import canonizers_for  # noqa: F401
+    from xai_plugins_zennit.bridge import RegisteredAttributor, attributor  # noqa: F401
+    from xai_plugins_zennit.canonizers import canonizers_for, for_zennit, missing_rules  # noqa: F401
     from xai_plugins_zennit.extremal import ExtremalPerturbation  # noqa: F401
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
