@@ -184,7 +184,7 @@ def _versions() -> dict[str, str]:
 def as_json(report: Report) -> dict[str, Any]:
     """The report as plain data."""
     return {
-        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "versions": _versions(),
         "tolerance": TOLERANCE,
         "seeds": report.seeds,

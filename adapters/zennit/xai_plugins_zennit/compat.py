@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import PackageNotFoundError, version
 
+import torch
 from torch import nn
 from zennit.core import BasicHook, Hook
 
@@ -99,6 +100,11 @@ class ParameterIdentity:
             if current is param or not isinstance(current, nn.Parameter):
                 continue
             if (current.shape == param.shape and current.dtype == param.dtype
-                    and current.untyped_storage().data_ptr() == param.untyped_storage().data_ptr()):
+                    and _memory_start(current) == _memory_start(param)):
                 module._parameters[name] = param
         self._recorded = []
+
+
+def _memory_start(tensor: torch.Tensor) -> int:
+    """Address of the first element of the memory ``tensor`` views (equal for two views of one storage)."""
+    return tensor.data_ptr() - tensor.storage_offset() * tensor.element_size()
