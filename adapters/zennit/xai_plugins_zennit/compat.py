@@ -107,4 +107,4 @@ class ParameterIdentity:
 
 def _memory_start(tensor: torch.Tensor) -> int:
     """Address of the first element of the memory ``tensor`` views (equal for two views of one storage)."""
-    return tensor.data_ptr() - tensor.storage_offset() * tensor.element_size()
+    return tensor.data_ptr() - int(tensor.storage_offset()) * tensor.element_size()
