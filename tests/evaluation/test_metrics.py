@@ -194,3 +194,23 @@ def test_errors_name_the_problem():
         M.region_perturbation(LinearNet(16), torch.rand(1, 1, 4, 4), 0, torch.rand(1, 1, 4, 4), patch_size=3)
     with pytest.raises(ValueError, match="attributions must be"):
         M.pixel_relevance(torch.rand(4, 4))
+
+
+def test_grid_pointing_game_by_its_definition() -> None:
+    from xai_plugins.evaluation.metrics import grid_images, grid_pointing_game
+
+    images = torch.rand(9, 3, 4, 4)
+    labels = torch.tensor([0, 0, 1, 2, 3, 3, 1, 4, 5])
+    grids, cell_labels = grid_images(images, labels, grid=2)
+    assert grids.shape == (2, 3, 8, 8)
+    assert [row.tolist() for row in cell_labels] == [[0, 1, 2, 3], [0, 3, 1, 4]]
+    assert torch.equal(grids[0, :, :4, 4:], images[2]) and torch.equal(grids[1, :, 4:, :4], images[6])
+    for cell in range(4):
+        inside = torch.zeros(1, 1, 8, 8)
+        inside[0, 0, 4 * (cell // 2):4 * (cell // 2) + 4, 4 * (cell % 2):4 * (cell % 2) + 4] = 1.0
+        assert float(grid_pointing_game(inside - 0.5 * (1 - inside), cell, grid=2)) == 1.0
+    uniform = torch.ones(3, 1, 9, 9)
+    assert torch.allclose(grid_pointing_game(uniform, [0, 4, 8], grid=3), torch.full((3,), 1 / 9))
+    assert torch.isnan(grid_pointing_game(-uniform, 0, grid=3)).all()
+    with pytest.raises(ValueError, match="divisible by 2"):
+        grid_pointing_game(torch.ones(1, 1, 5, 5), 0, grid=2)

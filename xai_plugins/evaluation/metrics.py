@@ -282,3 +282,49 @@ def parameter_randomisation(explain: Callable[[torch.nn.Module, Tensor, Tensor],
     t = _targets(target, inputs.shape[0])
     random_attributions = explain(randomised_model(model, seed), inputs, t)
     return spearman(pixel_relevance(attributions).abs(), pixel_relevance(random_attributions).abs())
+
+
+def grid_images(images: Tensor, labels: Tensor, grid: int = 2) -> tuple[Tensor, Tensor]:
+    """Tile ``grid x grid`` images of pairwise distinct classes into one image each, for
+    :func:`grid_pointing_game`: ``(N, C, H, W)`` images and ``(N,)`` labels give ``(M, C, grid*H, grid*W)`` grids
+    and ``(M, grid*grid)`` cell labels in row-major order. Images are taken in order; one whose class is already
+    in the grid being filled waits for the next grid. Leftovers that do not fill a grid are dropped."""
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    cells = grid * grid
+    pending: list[int] = []
+    grids: list[list[int]] = []
+    for index in range(images.shape[0]):
+        pending.append(index)
+        chosen: list[int] = []
+        for candidate in pending:
+            if all(int(labels[candidate]) != int(labels[c]) for c in chosen):
+                chosen.append(candidate)
+            if len(chosen) == cells:
+                break
+        if len(chosen) == cells:
+            grids.append(chosen)
+            pending = [p for p in pending if p not in chosen]
+    n, c, h, w = images.shape
+    if not grids:
+        return images.new_zeros(0, c, grid * h, grid * w), labels.new_zeros(0, cells)
+    picked = torch.tensor(grids)
+    tiles = images[picked.flatten()].reshape(len(grids), grid, grid, c, h, w)
+    tiled = tiles.permute(0, 3, 1, 4, 2, 5).reshape(len(grids), c, grid * h, grid * w)
+    return tiled, labels[picked]
+
+
+def grid_pointing_game(attributions: Tensor, cell: int | Tensor | list[int], grid: int = 2) -> Tensor:
+    """Share of the positive relevance that falls in cell ``cell`` (row-major) of a ``grid x grid`` image
+    (Böhle et al., B-cos networks, CVPR 2022; B-cos v2, TPAMI 2024): 1 when the explanation of that cell's class
+    stays in its cell, ``1 / grid**2`` for a uniform map. NaN where there is no positive relevance."""
+    r = pixel_relevance(attributions).clamp(min=0)
+    n, height, width = r.shape
+    if height % grid or width % grid:
+        raise ValueError(f"a {grid}x{grid} grid needs a size divisible by {grid}, got {height}x{width}")
+    cells = r.reshape(n, grid, height // grid, grid, width // grid).sum((2, 4)).flatten(1)
+    index = _targets(cell, n)
+    total = cells.sum(1)
+    score = cells.gather(1, index[:, None])[:, 0] / total
+    score[total == 0] = float("nan")
+    return score
