@@ -1,10 +1,12 @@
 """Checks of canonizers: Zennit's duck-typed interface, function unchanged while applied, remove restores
-bitwise, apply is atomic (interrupted anywhere, it leaves the model as it was) and idempotence."""
+bitwise, apply is atomic (interrupted anywhere, it leaves the model as it was), idempotence, and an LRP rule in
+every installed host for each module type the canonizer adds."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +23,7 @@ from xai_plugins.conformance.common import (
     raised_inside_torch,
 )
 from xai_plugins.conformance.fixtures import Example, examples_for, tolerance
-from xai_plugins.conformance.results import CheckFailure
+from xai_plugins.conformance.results import CheckFailure, CheckSkipped
 from xai_plugins.conformance.state import diff_states, relative_difference, snapshot, summarize
 from xai_plugins.registry import Component
 
@@ -346,3 +348,30 @@ def check_clear_errors(component: Component) -> str:
     canonizer = new_canonizer(component)
     return expect_clear_error(lambda: canonizer.apply("not a model"), "apply('not a model')",
                               ("nn.Module", "model"))
+
+
+HOST_ADAPTERS = ("xai_plugins_zennit", "xai_plugins_captum")
+"""The adapters whose ``missing_rules(canonizer, model)`` the ``host_rules`` check asks (those installed)."""
+
+
+@check("host_rules", "canonizer")
+def check_host_rules(component: Component) -> str:
+    """Every module type the canonizer adds to its example models has an LRP rule in each installed host
+    adapter (its ``host_rules`` metadata, the adapter's defaults, or a layer the host already knows); the
+    adapters are imported only if installed, so the core suite itself needs no host."""
+    hosts = []
+    for name in HOST_ADAPTERS:
+        try:
+            hosts.append((name, importlib.import_module(name).missing_rules))
+        except ImportError:
+            continue
+    if not hosts:
+        raise CheckSkipped("no host adapter (xai-plugins-zennit, xai-plugins-captum) is installed")
+    for ex, model, _ in _examples(component):
+        for name, missing_rules in hosts:
+            missing = missing_rules(new_canonizer(component), model)
+            if missing:
+                raise CheckFailure(f"on {ex.label} the canonizer adds module types without a {name} rule: "
+                                   f"{', '.join(missing)}; declare their rules in the canonizer's host_rules "
+                                   "(see docs/plugin-authors.md)")
+    return f"every added module type has a rule in {', '.join(name for name, _ in hosts)}"

@@ -193,7 +193,8 @@ def missing_rules(canonizer: Any, model: nn.Module) -> list[str]:
     before = {type(module) for module in model.modules()}
     canonizer.apply(model)
     try:
-        added = {type(module) for module in model.modules()} - before
+        # rules attach to leaves; a container the canonizer adds (a ModuleList of copies) needs none
+        added = {type(module) for module in model.modules() if next(module.children(), None) is None} - before
     finally:
         canonizer.remove()
     return sorted(f"{kind.__module__}.{kind.__qualname__}" for kind in added
