@@ -140,7 +140,7 @@ def main() -> None:
         x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
         own_label, own_make = ZENNIT_OWN[name]
         makers = {"xai_plugins_zennit.canonizers_for": lambda m=model: canonizers_for(m),
-                  "core canonizers_for (no rules)": lambda m=model: core_canonizers_for(m), own_label: own_make}
+                  "core canonizers_for in Zennit": lambda m=model: core_canonizers_for(m), own_label: own_make}
         checks, start = {}, None
         for label, make in makers.items():
             try:
