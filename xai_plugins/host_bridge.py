@@ -19,8 +19,26 @@ from xai_plugins.errors import ComponentContractError, HostMetadataError
 from xai_plugins.hookspecs import ATTRIBUTION_KINDS
 from xai_plugins.registry import Component, get_registry
 
-__all__ = ["AttributorMetadata", "JoinedInputs", "attribute_inputs", "attributor_component", "attributor_metadata",
-           "check_attribution", "describe_source", "join_inputs"]
+__all__ = ["AttributorMetadata", "JoinedInputs", "as_input_tuple", "attribute_inputs", "attributor_component",
+           "attributor_metadata", "check_attribution", "describe_source", "extra_args", "join_inputs"]
+
+
+def as_input_tuple(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], bool]:
+    """Captum's ``inputs`` (a tensor, or a tuple or list of tensors) as a tuple, and whether it was one."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), False
+    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
+        return tuple(inputs), True
+    raise TypeError(f"inputs must be a tensor or a tuple of tensors; got {type(inputs).__name__}")
+
+
+def extra_args(additional_forward_args: Any) -> tuple[Any, ...]:
+    """Captum's ``additional_forward_args`` (``None``, a tuple, or a single argument) as a tuple."""
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
 
 
 def describe_source(component: Component) -> str:

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from xai_plugins.extremal.calls import extra_args
 from xai_plugins.extremal.channels import channel_extremal_perturbation, last_conv
 from xai_plugins.extremal.checks import check_images
 from xai_plugins.extremal.spatial import extremal_perturbation
+from xai_plugins.host_bridge import extra_args
 from xai_plugins.model_state import explaining
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]

@@ -9,16 +9,9 @@ from typing import Any
 
 import torch
 
+from xai_plugins.host_bridge import extra_args
+
 RowForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def extra_args(additional_forward_args: Any) -> tuple[Any, ...]:
-    """Captum's ``additional_forward_args`` (``None``, a tuple, or a single argument) as a tuple."""
-    if additional_forward_args is None:
-        return ()
-    if isinstance(additional_forward_args, tuple):
-        return additional_forward_args
-    return (additional_forward_args,)
 
 
 def forward_with_rows(model: Callable[..., Any], additional_forward_args: Any, batch: int) -> RowForward:

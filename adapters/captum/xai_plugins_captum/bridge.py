@@ -25,10 +25,12 @@ from captum.log import log_usage
 from xai_plugins.errors import HostMetadataError
 from xai_plugins.host_bridge import (
     AttributorMetadata,
+    as_input_tuple,
     attribute_inputs,
     attributor_component,
     attributor_metadata,
     describe_source,
+    extra_args,
 )
 from xai_plugins.registry import Component
 
@@ -37,18 +39,6 @@ Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 __all__ = ["RegisteredAttribution", "attribution"]
 
 
-def _as_tuple(inputs: Inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
-    if isinstance(inputs, torch.Tensor):
-        return (inputs,), False
-    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
-        return tuple(inputs), True
-    raise TypeError(f"inputs must be a tensor or a tuple of tensors; got {type(inputs).__name__}")
-
-
-def _extra_args(additional_forward_args: Any) -> tuple[Any, ...]:
-    if additional_forward_args is None:
-        return ()
-    return additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
 
 
 class RegisteredAttribution:
@@ -65,13 +55,13 @@ class RegisteredAttribution:
         """Attributions shaped like ``inputs`` (a tuple for tuple inputs); with ``return_convergence_delta``
         also the per-sample delta ``sum(attributions) - (F(inputs) - F(baselines))``, ``baselines`` being the
         keyword of that name or zeros. Other keywords go to the attributor."""
-        tensors, is_tuple = _as_tuple(inputs)
+        tensors, is_tuple = as_input_tuple(inputs)
         if return_convergence_delta and not self.metadata.has_convergence_delta:
             raise HostMetadataError(
                 f"{describe_source(self.component)} has no convergence delta: it does not declare "
                 "has_convergence_delta=True; call attribute() without return_convergence_delta")
         attributions = attribute_inputs(self.component, self.forward_func, tensors, target,
-                                        _extra_args(additional_forward_args), **kwargs)
+                                        extra_args(additional_forward_args), **kwargs)
         formatted = attributions if is_tuple else attributions[0]
         if not return_convergence_delta:
             return formatted
@@ -79,7 +69,7 @@ class RegisteredAttribution:
         if baselines is None:
             start = tuple(torch.zeros_like(t) for t in tensors)
         else:
-            start = _as_tuple(baselines)[0] if not isinstance(baselines, (int, float)) else tuple(
+            start = as_input_tuple(baselines)[0] if not isinstance(baselines, (int, float)) else tuple(
                 torch.full_like(t, float(baselines)) for t in tensors)
         delta = self.compute_convergence_delta(attributions, start, tensors, target, additional_forward_args)
         return formatted, delta

@@ -17,20 +17,13 @@ import torch
 from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 
-from xai_plugins.extremal.calls import extra_args as _extra_args
 from xai_plugins.extremal.channels import channel_extremal_perturbation
 from xai_plugins.extremal.spatial import extremal_perturbation
+from xai_plugins.host_bridge import as_input_tuple, extra_args
 from xai_plugins.model_state import explaining
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 
-
-def _as_tuple(inputs: Inputs) -> tuple[tuple[torch.Tensor, ...], bool]:
-    if isinstance(inputs, torch.Tensor):
-        return (inputs,), False
-    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
-        return tuple(inputs), True
-    raise TypeError(f"inputs must be a tensor or a tuple of tensors; got {type(inputs).__name__}")
 
 
 def _check_target(target: Any) -> Any:
@@ -60,7 +53,7 @@ class ExtremalPerturbation(PerturbationAttribution):
         keywords go to :func:`xai_plugins.extremal.extremal_perturbation` (``perturbation``, ``reward``,
         ``max_iter``, ``seed``, ...).
         """
-        tensors, is_tuple = _as_tuple(inputs)
+        tensors, is_tuple = as_input_tuple(inputs)
         shapes = {(t.shape[0], *t.shape[2:]) if t.dim() == 4 else None for t in tensors}
         if None in shapes:
             bad = next(tuple(t.shape) for t in tensors if t.dim() != 4)
@@ -78,7 +71,7 @@ class ExtremalPerturbation(PerturbationAttribution):
         joined = torch.cat([t.detach() for t in tensors], dim=1)
         with explaining(forward_func, "ExtremalPerturbation"):
             result = extremal_perturbation(forward, joined, _check_target(target), areas=areas, variant=variant,
-                                           additional_forward_args=_extra_args(additional_forward_args),
+                                           additional_forward_args=extra_args(additional_forward_args),
                                            progress=progress, **kwargs)
         saliency = result.saliency()
         out = tuple(saliency.expand_as(t).to(t.dtype).contiguous() for t in tensors)
@@ -102,12 +95,12 @@ class LayerExtremalPerturbation(LayerAttribution, PerturbationAttribution):
         Inputs may be a tensor or a tuple of tensors with the batch first (any shape); ``forward_func`` is called
         as ``forward_func(*inputs, *additional_forward_args)``.
         """
-        tensors, _ = _as_tuple(inputs)
+        tensors, _ = as_input_tuple(inputs)
         forward_func = self.forward_func
         batch = tensors[0].shape[0]
         if any(t.shape[0] != batch for t in tensors):
             raise ValueError(f"all input tensors must share the batch size; got {[tuple(t.shape) for t in tensors]}")
-        extra = tuple(t.detach() for t in tensors[1:]) + _extra_args(additional_forward_args)
+        extra = tuple(t.detach() for t in tensors[1:]) + extra_args(additional_forward_args)
         with explaining(forward_func, "LayerExtremalPerturbation"):
             result = channel_extremal_perturbation(forward_func, tensors[0].detach(), _check_target(target),
                                                    self.layer, areas=areas, variant=variant,
