@@ -8,7 +8,8 @@ uses :func:`xai_plugins_zennit.canonizers_for` (Zennit) or :func:`xai_plugins_ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -118,12 +119,22 @@ def captum_lrp(model: nn.Module, inputs: Tensor, target: int | Sequence[int] | T
                 return LRP(model).attribute(x, target=t).detach()
         finally:
             model.train(was_training)
+    try:
+        with captum_attributes_removed(model):
+            return LRP(model).attribute(x, target=t).detach()
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def captum_attributes_removed(model: nn.Module) -> Iterator[nn.Module]:
+    """Delete, on exit, the ``rule`` and ``activations`` attributes Captum's ``LRP`` leaves on modules that did
+    not have them before the block (plain Captum LRP would otherwise leave the model changed)."""
     before = {m: {a for a in ("rule", "activations") if hasattr(m, a)} for m in model.modules()}
     try:
-        return LRP(model).attribute(x, target=t).detach()
+        yield model
     finally:
         for m, had in before.items():
             for attr in ("rule", "activations"):
                 if attr not in had and hasattr(m, attr):
                     delattr(m, attr)
-        model.train(was_training)

@@ -56,18 +56,12 @@ def captum_lrp(model: nn.Module, images: Tensor, questions: Tensor, target: Tens
     from captum.attr import LRP
 
     from xai_plugins_captum import canonized
+    from xai_plugins_workbench.lrp import captum_attributes_removed
 
     bound = bound_to_question(model, questions)
-    before = {m: {a for a in ("rule", "activations") if hasattr(m, a)} for m in bound.modules()}
     context = canonized(model) if canonize else contextlib.nullcontext()
-    try:
-        with context:
-            return LRP(bound).attribute(images.detach().clone().requires_grad_(True), target=target).detach()
-    finally:
-        for m, had in before.items():
-            for attr in ("rule", "activations"):
-                if attr not in had and hasattr(m, attr):
-                    delattr(m, attr)
+    with captum_attributes_removed(bound), context:
+        return LRP(bound).attribute(images.detach().clone().requires_grad_(True), target=target).detach()
 
 
 def gradient(model: nn.Module, images: Tensor, questions: Tensor, target: Tensor) -> Tensor:
