@@ -16,18 +16,19 @@ a buffer, a child module or an instance attribute), each of which pushes its inv
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import types
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Canonizer", "CanonizerHandle", "TrainingModeWarning"]
+__all__ = ["Canonizer", "CanonizerHandle", "TrainingModeWarning", "canonizing"]
 
 _MISSING = object()
 APPLY_EXTENSIONS: list[Callable[[Any, nn.Module, str], Any]] = []
@@ -56,12 +57,54 @@ def _load_host_extensions() -> None:
 _OWNERS: dict[int, Canonizer] = {}
 """``id(module)`` → the canonizer that changed it. An entry lives exactly as long as the canonizer's claim, and
 the claim holds the module, so the id cannot be reused meanwhile."""
-_APPLYING: dict[int, list[tuple[Canonizer, threading.Thread]]] = {}
-"""``id(model)`` → the canonizers whose ``apply`` is running on it and their threads (the model is held by the
-running call). Applies nest within one thread (a canonizer may apply another one), never across threads."""
+_APPLYING: dict[int, list[tuple[object, threading.Thread]]] = {}
+"""``id(model)`` → the canonizers whose ``apply`` is running on it (and the holders of :func:`canonizing` blocks)
+with their threads (the model is held by the running call). Applies nest within one thread (a canonizer may apply
+another one), never across threads."""
 _OWNERS_LOCK = threading.Lock()
 """Makes the look-up and the entry of a claim (and of ``_APPLYING``) one step, so two canonizers never both
 claim one module or canonize one model at once."""
+
+
+def _reserve(model: nn.Module, holder: object) -> None:
+    """Enter ``holder`` as canonizing ``model`` in this thread; raise if another thread is canonizing it."""
+    thread = threading.current_thread()
+    with _OWNERS_LOCK:
+        running = _APPLYING.get(id(model), [])
+        if running and running[0][1] is not thread:
+            raise RuntimeError(f"{type(model).__name__} is being canonized by {running[0][0]!r} in another thread; "
+                               "a model can be canonized by one canonizer at a time")
+        _APPLYING[id(model)] = [*running, (holder, thread)]
+
+
+def _release(model: nn.Module) -> None:
+    """Undo the last :func:`_reserve` of ``model`` in this thread."""
+    with _OWNERS_LOCK:
+        running = _APPLYING[id(model)][:-1]
+        if running:
+            _APPLYING[id(model)] = running
+        else:
+            del _APPLYING[id(model)]
+
+
+@contextlib.contextmanager
+def canonizing(model: nn.Module, holder: object) -> Iterator[nn.Module]:
+    """Hold ``model`` for ``holder`` in this thread for the duration of the block.
+
+    Meanwhile any canonizer's :meth:`Canonizer.apply` to ``model`` and any other ``canonizing(model, ...)`` from
+    another thread raise ``RuntimeError`` naming ``holder`` (by its ``repr``) before they read or change the model;
+    in this thread they nest. A host adapter that canonizes a model and then attaches its own state (Captum's
+    ``canonized()`` block) holds the model this way, so a second block on the same model from another thread gets
+    the same clear error as a second canonizer, instead of racing the first one's changes. Raises that error if
+    another thread holds ``model`` already.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"canonizing() expects a torch.nn.Module, got {type(model).__name__}")
+    _reserve(model, holder)
+    try:
+        yield model
+    finally:
+        _release(model)
 
 
 class TrainingModeWarning(UserWarning):
@@ -133,12 +176,7 @@ class Canonizer:
                 raise RuntimeError(f"{self!r} is already applied to another model; call remove() first or use "
                                    "copy() to canonize a second model")
             thread = threading.current_thread()
-            with _OWNERS_LOCK:
-                running = _APPLYING.setdefault(id(model), [])
-                if running and running[0][1] is not thread:
-                    raise RuntimeError(f"{type(model).__name__} is being canonized by {running[0][0]!r} in another "
-                                       "thread; a model can be canonized by one canonizer at a time")
-                running.append((self, thread))
+            _reserve(model, self)
             try:
                 training = next((name for name, module in model.named_modules() if module.training), None) \
                     if self.eval_mode_only else None
@@ -158,10 +196,7 @@ class Canonizer:
                 self._unwind()
                 raise
             finally:
-                with _OWNERS_LOCK:
-                    running.pop()
-                    if not running:
-                        del _APPLYING[id(model)]
+                _release(model)
             self._model = weakref.ref(model)
             self._thread = thread
             self._handle = CanonizerHandle(self)

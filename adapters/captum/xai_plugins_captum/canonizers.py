@@ -26,6 +26,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers import modules as canonical
+from xai_plugins.canonizers.base import canonizing
 from xai_plugins.canonizers.host_rules import host_rules
 from xai_plugins_captum._compat import SUPPORTED_NON_LINEAR_LAYERS, EpsilonRule, PropagationRule
 
@@ -201,21 +202,23 @@ class _CaptumCanonization:
         self.canonizers = list(canonizers)
         self.rules = rules
         self.applied: list[Any] = []
-        self.saved_attributes: dict[nn.Module, dict[str, Any]] = {}
+        self.saved_attributes: dict[nn.Module, dict[str, Any]] | None = None
         self.module_rules: dict[nn.Module, PropagationRule] = {}
         self.state_dict_hook: Any = None
         self.inplace: list[nn.Module] = []
 
     def enter(self) -> None:
         """Canonize and attach rules; on any failure undo what was done and re-raise."""
-        self.saved_attributes = {
-            module: {key: module.__dict__[key] for key in _CAPTUM_ATTRIBUTES if key in module.__dict__}
-            for module in self.model.modules()
-        }
         try:
             for canonizer in self.canonizers:
                 canonizer.apply(self.model)
                 self.applied.append(canonizer)
+            # canonizers never set these attributes: saved once the canonizers have accepted the model, so a
+            # refused block leaves every attribute alone
+            self.saved_attributes = {
+                module: {key: module.__dict__[key] for key in _CAPTUM_ATTRIBUTES if key in module.__dict__}
+                for module in self.model.modules()
+            }
             self.module_rules = self._rules_for_leaves()
             self._attach_rules()
             self._disable_inplace()
@@ -230,11 +233,13 @@ class _CaptumCanonization:
             if self.state_dict_hook is not None:
                 self.state_dict_hook.remove()
                 self.state_dict_hook = None
-            for module in self.model.modules():
-                for key in _CAPTUM_ATTRIBUTES:
-                    module.__dict__.pop(key, None)
-            for module, saved in self.saved_attributes.items():
-                module.__dict__.update(saved)
+            if self.saved_attributes is not None:
+                for module in self.model.modules():
+                    for key in _CAPTUM_ATTRIBUTES:
+                        module.__dict__.pop(key, None)
+                for module, saved in self.saved_attributes.items():
+                    module.__dict__.update(saved)
+                self.saved_attributes = None
             while self.inplace:
                 self.inplace.pop().inplace = True
         finally:
@@ -284,6 +289,16 @@ class _CaptumCanonization:
         self._attach_rules()
 
 
+class _CanonizedBlock:
+    """Holder of a model in a :func:`canonized` block, as the core's concurrency errors name it."""
+
+    def __repr__(self) -> str:
+        return "a xai_plugins_captum.canonized() block"
+
+
+_BLOCK = _CanonizedBlock()
+
+
 @contextlib.contextmanager
 def canonized(
     model: nn.Module,
@@ -296,6 +311,9 @@ def canonized(
     families); ``rules`` defaults to :data:`CANONIZED_RULES`, completed by the Captum rules the canonizers
     declare for their own modules (``host_rules``, see :mod:`xai_plugins.canonizers.host_rules`). Leaves that
     already carry a ``rule`` keep it.
+    One block holds the model for its thread (:func:`xai_plugins.canonizers.base.canonizing`): a block or a
+    canonizer on the same model from another thread meanwhile raises ``RuntimeError`` before it reads or changes
+    the model, and a block refused that way (or by a canonizer shared with another thread) changes nothing.
     Yields the model itself. On exit the model is restored exactly: parameters and buffers bitwise, forward
     bitwise, no hooks, no ``rule`` or ``activations`` attributes left (those present before are put back)::
 
@@ -304,14 +322,16 @@ def canonized(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"canonized() expects a torch.nn.Module, got {type(model).__name__}")
-    chosen = canonizers_for(model) if canonizers is None else canonizers
-    declared = {kind: factory for canonizer in chosen for kind, factory in host_rules(canonizer, "captum")}
-    canonization = _CaptumCanonization(model, chosen, {**declared, **(CANONIZED_RULES if rules is None else rules)})
-    canonization.enter()
-    try:
-        yield model
-    finally:
-        canonization.exit()
+    with canonizing(model, _BLOCK):  # a block in another thread: the core's clear error, before the model is read
+        chosen = canonizers_for(model) if canonizers is None else canonizers
+        declared = {kind: factory for canonizer in chosen for kind, factory in host_rules(canonizer, "captum")}
+        canonization = _CaptumCanonization(model, chosen,
+                                           {**declared, **(CANONIZED_RULES if rules is None else rules)})
+        canonization.enter()
+        try:
+            yield model
+        finally:
+            canonization.exit()
 
 
 def missing_rules(canonizer: Any, model: nn.Module, rules: Mapping[type, RuleFactory] | None = None) -> list[str]:
