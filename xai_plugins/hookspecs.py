@@ -81,6 +81,11 @@ def xai_register_attributors(register: Register) -> None:
     ``multiplies_by_inputs``
         ``True`` when the attributions are multiplied by the inputs (local attribution, as Input x Gradient);
         default ``False``. Then attributing a zero input gives zero attributions.
+    ``takes_additional_forward_args``
+        ``True`` when the attributor accepts the keyword ``additional_forward_args`` (a tuple) and calls the model
+        as ``model(x, *additional_forward_args)``, with every tensor argument that has one row per sample indexed
+        like the rows it evaluates; default ``False``, and the bridges then bind the arguments to the model they
+        hand over (right for methods that evaluate the batch as it is, wrong for those that evaluate more rows).
     ``has_convergence_delta``
         ``True`` when the attributions of each sample sum to ``F(inputs) - F(baselines)`` for the target output
         (completeness), ``baselines`` being the attributor's ``baselines`` keyword or zeros; default ``False``.

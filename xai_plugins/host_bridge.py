@@ -20,7 +20,8 @@ from xai_plugins.hookspecs import ATTRIBUTION_KINDS
 from xai_plugins.registry import Component, get_registry
 
 __all__ = ["AttributorMetadata", "JoinedInputs", "as_input_tuple", "attribute_inputs", "attributor_component",
-           "attributor_metadata", "check_attribution", "describe_source", "extra_args", "join_inputs"]
+           "attributor_metadata", "check_attribution", "check_target", "describe_source", "extra_args",
+           "join_inputs"]
 
 
 def as_input_tuple(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], bool]:
@@ -58,6 +59,7 @@ class AttributorMetadata:
     attribution_kind: str | None
     multiplies_by_inputs: bool
     has_convergence_delta: bool
+    takes_additional_forward_args: bool = False
 
 
 def attributor_metadata(component: Component, host: str | None = None) -> AttributorMetadata:
@@ -76,7 +78,7 @@ def attributor_metadata(component: Component, host: str | None = None) -> Attrib
         raise HostMetadataError(f"{describe_source(component)} declares attribution_kind={kind!r}; use one of: "
                                 f"{', '.join(map(repr, ATTRIBUTION_KINDS))}")
     flags = {}
-    for key in ("multiplies_by_inputs", "has_convergence_delta"):
+    for key in ("multiplies_by_inputs", "has_convergence_delta", "takes_additional_forward_args"):
         value = extra.get(key, False)
         if not isinstance(value, bool):
             raise HostMetadataError(f"{describe_source(component)} declares {key}={value!r}; it must be True or "
@@ -86,7 +88,8 @@ def attributor_metadata(component: Component, host: str | None = None) -> Attrib
         raise HostMetadataError(
             f"{describe_source(component)} declares has_convergence_delta=True with attribution_kind={kind!r}; "
             "a convergence delta is computed from input gradients, so it needs attribution_kind='gradient'")
-    return AttributorMetadata(kind, flags["multiplies_by_inputs"], flags["has_convergence_delta"])
+    return AttributorMetadata(kind, flags["multiplies_by_inputs"], flags["has_convergence_delta"],
+                              flags["takes_additional_forward_args"])
 
 
 def check_attribution(component: Component, result: Any, expected_shape: Sequence[int]) -> torch.Tensor:
@@ -120,8 +123,8 @@ class _JoinedForward(nn.Module):
         self._split = split
         self._extra = extra
 
-    def forward(self, joined: torch.Tensor) -> torch.Tensor:
-        return self.forward_func(*self._split(joined), *self._extra)
+    def forward(self, joined: torch.Tensor, *additional_forward_args: Any) -> torch.Tensor:
+        return self.forward_func(*self._split(joined), *self._extra, *additional_forward_args)
 
 
 @dataclass
@@ -169,13 +172,15 @@ def join_inputs(forward_func: Callable[..., torch.Tensor], inputs: tuple[torch.T
     return JoinedInputs(joined, _JoinedForward(forward_func, split, tuple(additional_forward_args)), split)
 
 
-def _check_target(component: Component, target: Any) -> Any:
+def check_target(target: Any, who: str) -> Any:
+    """Return ``target`` if it names one output class per sample (an int, a list of ints, a tensor of shape
+    (N,)); else a ``ValueError`` that starts with ``who`` (a component, or the host class that explains)."""
     if target is None:
-        raise ValueError(f"{describe_source(component)} needs a target: the output class to explain, as an int, a "
-                         "list of ints (one per sample) or a tensor of shape (N,)")
+        raise ValueError(f"{who} needs a target: the output class to explain, as an int, a list of ints (one per "
+                         "sample) or a tensor of shape (N,)")
     if isinstance(target, tuple) or (isinstance(target, list) and any(isinstance(t, tuple) for t in target)):
-        raise ValueError(f"{describe_source(component)} explains one output class per sample; tuple targets for "
-                         "multi-dimensional outputs are not supported: reduce the output to (N, classes)")
+        raise ValueError(f"{who} explains one output class per sample; tuple targets for multi-dimensional outputs "
+                         "are not supported: reduce the output to (N, classes) in the forward function")
     return target
 
 
@@ -185,11 +190,17 @@ def attribute_inputs(component: Component, forward_func: Callable[..., torch.Ten
     """Attributions of the registered attributor for ``forward_func(*inputs, *additional_forward_args)``, one
     per input tensor, each checked (shape, finiteness) and in that input's dtype.
 
-    Gradients are enabled for the call (Captum's metrics call explanation functions under ``no_grad``).
+    The extra arguments are bound to the model the attributor gets, or, for an attributor that declares
+    ``takes_additional_forward_args``, handed to it as the keyword ``additional_forward_args`` (it then passes them
+    to the model itself, e.g. row by row when it evaluates more rows than the batch has). Gradients are enabled
+    for the call (Captum's metrics call explanation functions under ``no_grad``).
     """
-    joined = join_inputs(forward_func, inputs, additional_forward_args)
+    delegate = attributor_metadata(component).takes_additional_forward_args and bool(additional_forward_args)
+    joined = join_inputs(forward_func, inputs, () if delegate else additional_forward_args)
+    if delegate:
+        kwargs["additional_forward_args"] = tuple(additional_forward_args)
     x = joined.tensor.detach()
     with torch.enable_grad():
-        result = component.load()(joined.model, x, _check_target(component, target), **kwargs)
+        result = component.load()(joined.model, x, check_target(target, describe_source(component)), **kwargs)
     result = check_attribution(component, result, x.shape)
     return tuple(r.to(t.dtype).contiguous() for r, t in zip(joined.split(result), inputs))

@@ -122,3 +122,22 @@ def test_captum_encodes_three_channel_images_for_the_user(model_and_inputs):
     torch.testing.assert_close(attr, encoded[:, :3] + encoded[:, 3:])
     torch.testing.assert_close(delta, encoded_delta)
     assert not images.requires_grad
+
+
+def test_captum_class_is_the_registered_attributor_through_the_bridge(model_and_inputs):
+    """``BcosAttribution`` is a thin subclass of the Captum bridge over the registered ``bcos_contributions``: the
+    bridge class of that name gives the same attributions and deltas."""
+    import xai_plugins
+    from xai_plugins_captum import BcosAttribution, attribution
+    from xai_plugins_captum.bridge import RegisteredAttribution
+
+    model, x6 = model_and_inputs
+    ours = BcosAttribution(model)
+    assert isinstance(ours, RegisteredAttribution)
+    assert ours.component is xai_plugins.describe("attributor", "bcos_contributions")
+    attr, delta = ours.attribute(x6, target=[1, 2, 3], return_convergence_delta=True)
+    bridged, bridged_delta = attribution("bcos_contributions")(model).attribute(x6, target=[1, 2, 3],
+                                                                               return_convergence_delta=True)
+    assert torch.equal(attr, bridged) and torch.equal(delta, bridged_delta)
+    with pytest.raises(ValueError, match="BcosAttribution needs a target"):
+        ours.attribute(x6)

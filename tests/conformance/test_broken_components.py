@@ -207,3 +207,38 @@ def test_a_crashing_component_is_a_failure_that_says_where():
     result = one("attributor", crash, "output")
     assert result.status == FAIL
     assert re.fullmatch(r"raised KeyError: 'boom' at .*test_broken_components\.py:\d+", result.message)
+
+
+def _row_occlusion(model, inputs, target, additional_forward_args=(), **kwargs):
+    """Occlusion of each half of the features, evaluated as one batch of 2N rows; the extra arguments are passed
+    as given, so tensors with N rows do not follow the 2N rows (the breach the check must catch)."""
+    x = inputs.detach()
+    n = x.shape[0]
+    t = torch.as_tensor(target).long().reshape(-1).expand(n)
+    flat = x.reshape(n, -1)
+    half = flat.shape[1] // 2
+    masks = torch.ones(2, flat.shape[1])
+    masks[0, :half] = 0
+    masks[1, half:] = 0
+    rows = (flat[:, None] * masks).reshape(2 * n, *x.shape[1:])
+    with torch.no_grad():
+        full = model(x, *additional_forward_args).gather(1, t[:, None])
+        outs = model(rows, *additional_forward_args).reshape(n, 2, -1).gather(2, t[:, None, None].expand(n, 2, 1))
+    drop = (full - outs.squeeze(2))
+    return (drop[:, :, None] * (1 - masks)[None]).sum(1).reshape(x.shape)
+
+
+def test_attributor_whose_extra_arguments_do_not_follow_the_rows():
+    result = one("attributor", _row_occlusion, "host_metadata", attribution_kind="perturbation",
+                 takes_additional_forward_args=True)
+    assert result.status == FAIL
+    assert result.message.startswith("declares takes_additional_forward_args=True, but additional_forward_args=(1.0, "
+                                     "a tensor with one row per sample) fails: ")
+    assert "the extra arguments do not follow the rows" in result.message
+
+
+def test_attributor_that_ignores_its_extra_arguments():
+    result = one("attributor", C.gradient_x_input, "host_metadata", attribution_kind="gradient",
+                 takes_additional_forward_args=True)
+    assert result.status == FAIL and "additional_forward_args=(1.0, a tensor with one row per sample) fails: " \
+        "TypeError" in result.message

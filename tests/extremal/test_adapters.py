@@ -185,3 +185,46 @@ def test_registered_attributors_take_areas_like_the_adapters(small_net):
     assert torch.equal(by_areas, by_alias)
     with pytest.raises(TypeError, match="pass the mask areas once, as areas="):
         attributor(small_net, images, 0, areas=0.2, area=0.2, max_iter=2)
+
+
+def test_host_classes_are_the_registered_attributor_through_the_bridges(small_net):
+    """The Captum and Zennit classes are thin subclasses of the generic bridges: the same numbers as the registered
+    attributor and as the bridge class of its name, also with extra forward arguments that follow the rows."""
+    captum_adapter = pytest.importorskip("xai_plugins_captum")
+    zennit_adapter = pytest.importorskip("xai_plugins_zennit")
+    from xai_plugins.extremal import extremal_perturbation
+    from xai_plugins_captum.bridge import RegisteredAttribution
+    from xai_plugins_zennit.bridge import RegisteredAttributor
+
+    registered = xai_plugins.describe("attributor", "extremal_perturbation")
+    captum_ep = captum_adapter.ExtremalPerturbation(small_net)
+    assert isinstance(captum_ep, RegisteredAttribution) and captum_ep.component is registered
+    assert not captum_ep.has_convergence_delta() and not captum_ep.multiplies_by_inputs
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    options = dict(areas=(0.1, 0.2), seed=0, **FAST)
+    core = extremal_perturbation(small_net, images, [1, 3], **options).saliency().expand_as(images)
+    assert torch.equal(captum_ep.attribute(images, target=[1, 3], **options), core)
+    assert torch.equal(captum_adapter.attribution("extremal_perturbation")(small_net).attribute(
+        images, target=[1, 3], **options), core)
+    assert torch.equal(xai_plugins.get("attributor", "extremal_perturbation")(small_net, images, [1, 3], **options),
+                       core)
+    two, depth, offset = TwoInputNet().eval(), torch.rand(2, 1, 16, 16), torch.randn(2, 5)
+    joined = torch.cat([images, depth], dim=1)
+    direct = extremal_perturbation(lambda x, o: two(x[:, :3], x[:, 3:], o), joined, [1, 3],
+                                   additional_forward_args=(offset,), **options).saliency()
+    rgb, one = captum_adapter.ExtremalPerturbation(two).attribute((images, depth), target=[1, 3],
+                                                                  additional_forward_args=offset, **options)
+    assert torch.equal(rgb, direct.expand_as(images)) and torch.equal(one, direct)
+    zennit_ep = zennit_adapter.ExtremalPerturbation(small_net, **options)
+    assert isinstance(zennit_ep, RegisteredAttributor) and zennit_ep.component is registered
+    _, relevance = zennit_ep(images, torch.eye(5)[[1, 3]])
+    assert torch.equal(relevance, core)
+
+
+def test_captum_class_refuses_a_convergence_delta(small_net):
+    captum_ep = pytest.importorskip("xai_plugins_captum").ExtremalPerturbation
+    from xai_plugins.errors import HostMetadataError
+
+    with pytest.raises(HostMetadataError, match="'extremal_perturbation' of plugin 'extremal' has no convergence "
+                                                "delta"):
+        captum_ep(small_net).attribute(torch.rand(1, 3, 8, 8), target=0, return_convergence_delta=True)

@@ -221,10 +221,50 @@ def check_clear_errors(component: Component) -> str:
     return message
 
 
+class _WithArguments(nn.Module):
+    """``model(x) * factor + offset``: a model that takes two extra forward arguments, a float and a tensor with
+    one row per sample (which must follow the rows of whatever batch the attributor evaluates)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, factor: float, offset: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if not isinstance(offset, torch.Tensor) or offset.shape != out.shape:
+            raise ValueError(f"the offset argument must have the output's shape {tuple(out.shape)}, got "
+                             f"{tuple(getattr(offset, 'shape', ()))}: the extra arguments do not follow the rows")
+        return out * factor + offset
+
+
+def _check_additional_forward_args(component: Component, model: nn.Module, x: torch.Tensor,
+                                   targets: list[int]) -> str:
+    """With ``takes_additional_forward_args=True``: the attributor passes ``additional_forward_args`` to the model
+    row by row, so an extra factor of 1 and a zero offset per sample give the attributions without them."""
+    tol = tolerance(component, DEFAULT_TOLERANCE)
+    plain = _as_tensor(attribute(component, model, x, targets), x, "attributor(model, inputs, list)")
+    offset = torch.zeros_like(forward(model, x))
+    try:
+        with seeded(SEED):
+            given = component.load()(_WithArguments(model), x, targets, additional_forward_args=(1.0, offset),
+                                     **call_kwargs(component))
+    except Exception as exc:  # noqa: BLE001 - reported as the breach it is
+        raise CheckFailure(f"declares takes_additional_forward_args=True, but additional_forward_args=(1.0, a "
+                           f"tensor with one row per sample) fails: {type(exc).__name__}: {exc}") from None
+    given = _as_tensor(given, x, "attributor(model, inputs, list, additional_forward_args=...)")
+    worst = relative_difference(plain, given)
+    if not worst <= tol:
+        raise CheckFailure(f"declares takes_additional_forward_args=True, but a factor of 1 and a zero offset "
+                           f"passed as additional_forward_args change the attributions by {worst:.3g} relative "
+                           f"(tolerance {tol:g})", worst, tol)
+    return "additional_forward_args follow the rows"
+
+
 @check("host_metadata", "attributor")
 def check_host_metadata(component: Component) -> tuple[str, float, float] | str:
     """Declares what the host bridges read, and holds to it: ``attribution_kind`` is ``"gradient"`` or
     ``"perturbation"``; with ``multiplies_by_inputs=True`` a zero input gets zero attributions; with
+    ``takes_additional_forward_args=True`` extra forward arguments reach the model row by row; with
     ``has_convergence_delta=True`` each sample's attributions sum to ``F(x) - F(0)`` of its target."""
     from xai_plugins.errors import HostMetadataError
     from xai_plugins.host_bridge import attributor_metadata
@@ -243,6 +283,8 @@ def check_host_metadata(component: Component) -> tuple[str, float, float] | str:
                                f"{zero.abs().max().item():.3g}; a method that multiplies by the inputs gives 0 "
                                "there (declare multiplies_by_inputs=False otherwise)")
         said.append("zero input -> zero attributions")
+    if meta.takes_additional_forward_args:
+        said.append(_check_additional_forward_args(component, model, x, targets))
     if not meta.has_convergence_delta:
         return ", ".join(said)
     tol = tolerance(component, DEFAULT_TOLERANCE)

@@ -1,8 +1,7 @@
 """The one place where this adapter touches Captum internals (names Captum does not export publicly).
 
 The LRP bridge needs Captum's rule base classes and its list of layers LRP passes relevance through
-unchanged; the B-cos attribution follows Captum's own input/output formatting and gradient bookkeeping so
-that it behaves like a built-in attribution. These live in private modules, so the supported Captum releases
+unchanged. These live in private modules, so the supported Captum releases
 are bounded in ``pyproject.toml`` and checked here on import: an unsupported release fails with one message
 naming the range, instead of an ``ImportError`` deep inside an attribution.
 """
@@ -30,22 +29,7 @@ def check_captum_version(version: str) -> None:
 
 check_captum_version(metadata.version("captum"))
 
-from captum._utils.common import _format_output, _format_tensor_into_tuples, _is_tuple  # noqa: E402
-from captum._utils.gradient import apply_gradient_requirements, undo_gradient_requirements  # noqa: E402
-from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric  # noqa: E402
 from captum.attr._core.lrp import SUPPORTED_NON_LINEAR_LAYERS  # noqa: E402
 from captum.attr._utils.lrp_rules import EpsilonRule, PropagationRule  # noqa: E402
 
-__all__ = [
-    "SUPPORTED_NON_LINEAR_LAYERS",
-    "EpsilonRule",
-    "PropagationRule",
-    "TargetType",
-    "TensorOrTupleOfTensorsGeneric",
-    "_format_output",
-    "_format_tensor_into_tuples",
-    "_is_tuple",
-    "apply_gradient_requirements",
-    "check_captum_version",
-    "undo_gradient_requirements",
-]
+__all__ = ["SUPPORTED_NON_LINEAR_LAYERS", "EpsilonRule", "PropagationRule", "check_captum_version"]

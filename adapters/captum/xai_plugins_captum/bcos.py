@@ -1,33 +1,27 @@
 """B-cos contributions as a native Captum attribution.
 
-:class:`BcosAttribution` is Input × Gradient computed in explanation mode, where the input gradient of a B-cos
-network is its dynamic linear weight W(x): the attributions are the contributions ``x ⊙ W(x)[target]``.
-Captum's own ``InputXGradient`` inside ``xai_plugins.bcos.explanation_mode(model)`` gives the same numbers.
+:class:`BcosAttribution` is the registered attributor ``bcos_contributions`` (plugin ``bcos``) through the generic
+Captum bridge (:class:`~xai_plugins_captum.bridge.RegisteredAttribution`): Input × Gradient computed in explanation
+mode, where the input gradient of a B-cos network is its dynamic linear weight W(x), so the attributions are the
+contributions ``x ⊙ W(x)[target]``. Captum's own ``InputXGradient`` inside ``xai_plugins.bcos.explanation_mode(model)``
+gives the same numbers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from captum.attr import GradientAttribution
+from captum.log import log_usage
 from torch import Tensor, nn
 
 from xai_plugins.bcos.encoding import encode_input
 from xai_plugins.bcos.explain import fold_encoded, needs_encoding, require_bcos_model
-from xai_plugins.bcos.mode import explanation_mode
-from xai_plugins_captum._compat import (
-    TargetType,
-    TensorOrTupleOfTensorsGeneric,
-    _format_output,
-    _format_tensor_into_tuples,
-    _is_tuple,
-    apply_gradient_requirements,
-    undo_gradient_requirements,
-)
+from xai_plugins.host_bridge import as_input_tuple
+from xai_plugins_captum.bridge import Inputs, RegisteredAttribution
 
 
-class BcosAttribution(GradientAttribution):
+class BcosAttribution(RegisteredAttribution, GradientAttribution):
     """Contribution maps of a B-cos model: ``inputs × W(inputs)`` for the target logit.
 
     Args:
@@ -42,42 +36,44 @@ class BcosAttribution(GradientAttribution):
     ``Σ attributions - (F(inputs) - F(0))`` on what the model reads (a B-cos model maps a zero input to its
     logit bias).
 
+    Cost: one forward and one backward pass of the model over the batch.
+
+    Needs the built-in plugin ``bcos`` loaded (not blocked by ``XAI_PLUGINS_BLOCK``, autoload not disabled).
+
     Example::
 
         attr, delta = BcosAttribution(model).attribute(images, target=3, return_convergence_delta=True)
     """
+
+    registered_name = "bcos_contributions"
+    host_name = "BcosAttribution"
 
     def __init__(self, model: nn.Module) -> None:
         require_bcos_model(model, "BcosAttribution")
         super().__init__(model)
         self.model = model
 
-    def attribute(self, inputs: TensorOrTupleOfTensorsGeneric, target: TargetType = None,
-                  additional_forward_args: Any = None,
-                  return_convergence_delta: bool = False) -> TensorOrTupleOfTensorsGeneric | tuple[Any, Tensor]:
-        """Contributions shaped like ``inputs``; with ``return_convergence_delta`` also the per-sample delta."""
-        is_tuple = _is_tuple(inputs)
-        given = _format_tensor_into_tuples(inputs)
-        encoded = len(given) == 1 and needs_encoding(self.model, given[0])
-        inputs_tuple = (encode_input(given[0].detach()),) if encoded else given
-        gradient_mask = apply_gradient_requirements(inputs_tuple, warn=False)
-        try:
-            with explanation_mode(self.model):
-                gradients = self.gradient_func(self.forward_func, inputs_tuple, target, additional_forward_args)
-        finally:
-            undo_gradient_requirements(inputs_tuple, gradient_mask)
-        attributions = tuple(x.detach() * g for x, g in zip(inputs_tuple, gradients))
-        shown = (fold_encoded(attributions[0]),) if encoded else attributions
-        formatted = _format_output(is_tuple, shown)
-        if not return_convergence_delta:
-            return formatted
-        start = tuple(torch.zeros_like(x) for x in inputs_tuple)
-        delta = self.compute_convergence_delta(attributions, start, inputs_tuple, target, additional_forward_args)
-        return formatted, delta
+    @log_usage(part_of_slo=False)
+    def attribute(self, inputs: Inputs, target: Any = None, additional_forward_args: Any = None,
+                  return_convergence_delta: bool = False) -> Inputs | tuple[Inputs, Tensor]:
+        """Contributions shaped like ``inputs`` (a tuple for tuple inputs); with ``return_convergence_delta`` also
+        the per-sample delta, a tensor of shape (N,).
 
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
+        Args:
+            inputs: the encoded images (N, 2C, H, W), or images (N, C, H, W) in [0, 1] of a model that reads the
+                encoding, or a 1-tuple of either.
+            target: the class to explain: an int for all samples, a list of N ints or a tensor of shape (N,).
+            additional_forward_args: extra arguments of the model, if it takes any.
+            return_convergence_delta: also return ``Σ attributions - (F(inputs) - F(0))`` per sample.
+        """
+        tensors, is_tuple = as_input_tuple(inputs)
+        if len(tensors) != 1 or not needs_encoding(self.model, tensors[0]):
+            return super().attribute(inputs, target=target, additional_forward_args=additional_forward_args,
+                                     return_convergence_delta=return_convergence_delta)
+        result = super().attribute(encode_input(tensors[0].detach()), target=target,
+                                   additional_forward_args=additional_forward_args,
+                                   return_convergence_delta=return_convergence_delta)
+        attributions, delta = result if return_convergence_delta else (result, None)
+        folded = fold_encoded(attributions)
+        shown = (folded,) if is_tuple else folded
+        return (shown, delta) if return_convergence_delta else shown

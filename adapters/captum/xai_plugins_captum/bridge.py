@@ -29,6 +29,7 @@ from xai_plugins.host_bridge import (
     attribute_inputs,
     attributor_component,
     attributor_metadata,
+    check_target,
     describe_source,
     extra_args,
 )
@@ -39,15 +40,38 @@ Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 __all__ = ["RegisteredAttribution", "attribution"]
 
 
-
-
 class RegisteredAttribution:
-    """The Captum side of one registered attributor; :func:`attribution` adds the Captum base class."""
+    """The Captum side of one registered attributor; :func:`attribution` adds the Captum base class.
+
+    A named host class subclasses it together with its Captum base class and sets ``registered_name`` (the
+    attributor it bridges, looked up in the registry when an instance is made) and ``host_name`` (how its errors
+    name it), as ``xai_plugins_captum.ExtremalPerturbation`` does: the built-ins reach Captum the way third-party
+    attributors do.
+    """
 
     component: ClassVar[Component]
     metadata: ClassVar[AttributorMetadata]
+    registered_name: ClassVar[str | None] = None
+    host_name: ClassVar[str | None] = None
     forward_func: Any  # set by the Captum base class
     compute_convergence_delta: Any  # GradientAttribution's, for gradient-based components
+
+    def __init__(self, forward_func: Any, *args: Any, **kwargs: Any) -> None:
+        if self.registered_name is not None:
+            component = attributor_component(self.registered_name)
+            metadata = attributor_metadata(component, "captum")
+            base = GradientAttribution if metadata.attribution_kind == "gradient" else PerturbationAttribution
+            if not isinstance(self, base):
+                raise HostMetadataError(f"{describe_source(component)} declares attribution_kind="
+                                        f"{metadata.attribution_kind!r}, but {type(self).__name__} is not a Captum "
+                                        f"{base.__name__}")
+            self.component, self.metadata = component, metadata  # type: ignore[misc]
+        super().__init__(forward_func, *args, **kwargs)
+
+    @property
+    def who(self) -> str:
+        """How errors name this attribution: its host class, or the component and its plugin."""
+        return self.host_name or describe_source(self.component)
 
     @log_usage(part_of_slo=False)
     def attribute(self, inputs: Inputs, target: Any = None, additional_forward_args: Any = None,
@@ -60,7 +84,7 @@ class RegisteredAttribution:
             raise HostMetadataError(
                 f"{describe_source(self.component)} has no convergence delta: it does not declare "
                 "has_convergence_delta=True; call attribute() without return_convergence_delta")
-        attributions = attribute_inputs(self.component, self.forward_func, tensors, target,
+        attributions = attribute_inputs(self.component, self.forward_func, tensors, check_target(target, self.who),
                                         extra_args(additional_forward_args), **kwargs)
         formatted = attributions if is_tuple else attributions[0]
         if not return_convergence_delta:

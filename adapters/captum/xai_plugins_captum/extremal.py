@@ -3,9 +3,12 @@
 ``ExtremalPerturbation(forward_func).attribute(inputs, target=..., areas=...)`` follows Captum's conventions
 (tensor or tuple inputs, int / list / tensor targets, ``additional_forward_args``) and returns, per input tensor,
 the masks summed over the areas and expanded over that tensor's channels. It works inside ``NoiseTunnel``,
-``captum.metrics.sensitivity_max`` (which call ``attribute`` under ``no_grad``) and with ``infidelity``.
+``captum.metrics.sensitivity_max`` (which call ``attribute`` under ``no_grad``) and with ``infidelity``. It is the
+registered attributor ``extremal_perturbation`` through the generic Captum bridge
+(:class:`~xai_plugins_captum.bridge.RegisteredAttribution`), the same way a third-party attributor reaches Captum.
 ``LayerExtremalPerturbation(forward_func, layer)`` returns per-instance channel masks expanded to the layer's
-output shape (or, with ``attribute_to_layer_input=True``, over the channels of the layer's input).
+output shape (or, with ``attribute_to_layer_input=True``, over the channels of the layer's input): masks of a
+layer are not shaped like the inputs, so it calls the core's channel optimisation directly.
 """
 
 from __future__ import annotations
@@ -18,27 +21,37 @@ from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 
 from xai_plugins.extremal.channels import channel_extremal_perturbation
-from xai_plugins.extremal.spatial import extremal_perturbation
-from xai_plugins.host_bridge import as_input_tuple, extra_args
+from xai_plugins.host_bridge import as_input_tuple, check_target, extra_args
 from xai_plugins.model_state import explaining
+from xai_plugins_captum.bridge import RegisteredAttribution
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 
 
+class ExtremalPerturbation(RegisteredAttribution, PerturbationAttribution):
+    """Extremal perturbations (Fong, Patrick and Vedaldi, ICCV 2019) as a Captum attribution method.
 
-def _check_target(target: Any) -> Any:
-    if target is None:
-        raise ValueError("ExtremalPerturbation needs a target: the output class to explain, as an int, a list of "
-                         "ints (one per sample) or a tensor of shape (N,)")
-    if isinstance(target, tuple) or (isinstance(target, list) and any(isinstance(t, tuple) for t in target)):
-        raise ValueError("ExtremalPerturbation explains one output channel per sample; tuple targets for "
-                         "multi-dimensional outputs are not supported. Reduce the output to (N, classes) in "
-                         "forward_func")
-    return target
+    For each image and each requested area, a smooth mask that keeps that fraction of the image (``"preserve"``)
+    or removes it (``"delete"``) while maximising the target score; the attribution is the sum of the masks over
+    the areas, so regions kept at small areas count most. The registered attributor ``extremal_perturbation`` of
+    the built-in plugin ``extremal`` through the Captum bridge (needs that plugin loaded: not blocked by
+    ``XAI_PLUGINS_BLOCK``, autoload not disabled).
 
+    Args:
+        forward_func: the model, or any callable ``forward_func(*inputs, *additional_forward_args)`` that returns
+            scores of shape (N, classes).
 
-class ExtremalPerturbation(PerturbationAttribution):
-    """Extremal perturbations (Fong, Patrick and Vedaldi, ICCV 2019) as a Captum attribution method."""
+    Cost: each of at most ``max_iter`` (default 70) iterations is one forward and one backward pass of
+    ``forward_func`` over N × len(areas) masked images at once, plus a few passes for the final rewards.
+
+    Example::
+
+        attr = ExtremalPerturbation(model).attribute(images, target=[3, 7], areas=(0.05, 0.1), max_iter=20)
+        # attr: shaped like images, masks summed over the two areas and expanded over the channels
+    """
+
+    registered_name = "extremal_perturbation"
+    host_name = "ExtremalPerturbation"
 
     def __init__(self, forward_func: Any) -> None:
         super().__init__(forward_func)
@@ -49,11 +62,22 @@ class ExtremalPerturbation(PerturbationAttribution):
                   **kwargs: Any) -> Inputs:
         """Masks of the given areas summed over the areas, shaped like each input tensor.
 
-        All input tensors must be (N, C_i, H, W) with the same N, H and W: one mask covers all of them. Other
-        keywords go to :func:`xai_plugins.extremal.extremal_perturbation` (``perturbation``, ``reward``,
-        ``max_iter``, ``seed``, ...).
+        Args:
+            inputs: (N, C, H, W) images, or a tuple of such tensors with the same N, H and W (one mask covers all
+                of them; ``forward_func`` gets them as separate arguments).
+            target: the class to explain: an int for all samples, a list of N ints or a tensor of shape (N,).
+            additional_forward_args: extra arguments of ``forward_func`` (a tuple, or one argument); tensors with
+                N rows follow the rows of the masked batch.
+            areas: fractions of the image the masks keep, each in (0, 1); default ``(0.1,)``.
+            variant: ``"preserve"`` (default), ``"delete"`` or ``"dual"``.
+            progress: show a progress bar.
+            **kwargs: the other keywords of :func:`xai_plugins.extremal.extremal_perturbation` (``perturbation``,
+                ``reward``, ``max_iter``, ``seed``, ...).
+
+        Returns:
+            A tensor shaped like ``inputs`` (a tuple of them for tuple inputs), in each input's dtype.
         """
-        tensors, is_tuple = as_input_tuple(inputs)
+        tensors, _ = as_input_tuple(inputs)
         shapes = {(t.shape[0], *t.shape[2:]) if t.dim() == 4 else None for t in tensors}
         if None in shapes:
             bad = next(tuple(t.shape) for t in tensors if t.dim() != 4)
@@ -62,20 +86,8 @@ class ExtremalPerturbation(PerturbationAttribution):
         if len(shapes) > 1:
             raise ValueError("all input tensors must share the batch size and the image size (N, *, H, W) so one "
                              f"mask covers them; got shapes {[tuple(t.shape) for t in tensors]}")
-        splits = [t.shape[1] for t in tensors]
-        forward_func = self.forward_func
-
-        def forward(x: torch.Tensor, *args: Any) -> torch.Tensor:
-            return forward_func(*torch.split(x, splits, dim=1), *args)
-
-        joined = torch.cat([t.detach() for t in tensors], dim=1)
-        with explaining(forward_func, "ExtremalPerturbation"):
-            result = extremal_perturbation(forward, joined, _check_target(target), areas=areas, variant=variant,
-                                           additional_forward_args=extra_args(additional_forward_args),
-                                           progress=progress, **kwargs)
-        saliency = result.saliency()
-        out = tuple(saliency.expand_as(t).to(t.dtype).contiguous() for t in tensors)
-        return out if is_tuple else out[0]
+        return super().attribute(inputs, target=target, additional_forward_args=additional_forward_args,
+                                 areas=areas, variant=variant, progress=progress, **kwargs)
 
 
 class LayerExtremalPerturbation(LayerAttribution, PerturbationAttribution):
@@ -101,10 +113,10 @@ class LayerExtremalPerturbation(LayerAttribution, PerturbationAttribution):
         if any(t.shape[0] != batch for t in tensors):
             raise ValueError(f"all input tensors must share the batch size; got {[tuple(t.shape) for t in tensors]}")
         extra = tuple(t.detach() for t in tensors[1:]) + extra_args(additional_forward_args)
+        target = check_target(target, "LayerExtremalPerturbation")
         with explaining(forward_func, "LayerExtremalPerturbation"):
-            result = channel_extremal_perturbation(forward_func, tensors[0].detach(), _check_target(target),
-                                                   self.layer, areas=areas, variant=variant,
-                                                   layer_input=attribute_to_layer_input,
+            result = channel_extremal_perturbation(forward_func, tensors[0].detach(), target, self.layer,
+                                                   areas=areas, variant=variant, layer_input=attribute_to_layer_input,
                                                    additional_forward_args=extra, progress=progress, **kwargs)
         weights = result.masks.sum(dim=1)
         shape = result.layer_shape

@@ -33,12 +33,21 @@ def predicted_class(output: torch.Tensor) -> torch.Tensor:
 
 
 class RegisteredAttributor(Attributor):
-    """The Zennit side of one registered attributor; keywords go to the attributor on every call."""
+    """The Zennit side of one registered attributor; keywords go to the attributor on every call.
+
+    A named host class subclasses it and sets ``registered_name``, the attributor it bridges (looked up in the
+    registry when an instance is made), as ``xai_plugins_zennit.ExtremalPerturbation`` does: the built-ins reach
+    Zennit the way third-party attributors do.
+    """
 
     component: ClassVar[Component]
+    registered_name: ClassVar[str | None] = None
 
     def __init__(self, model: torch.nn.Module, composite: Any = None, attr_output: Any = None,
                  **kwargs: Any) -> None:
+        if self.registered_name is not None:
+            self.component = attributor_component(self.registered_name)  # type: ignore[misc]
+            attributor_metadata(self.component)
         super().__init__(model=model, composite=composite,
                          attr_output=predicted_class if attr_output is None else attr_output)
         self.kwargs = kwargs

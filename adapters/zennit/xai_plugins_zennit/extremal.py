@@ -2,43 +2,42 @@
 
     with ExtremalPerturbation(model, areas=(0.1,)) as attributor:
         output, relevance = attributor(images, torch.eye(1000)[targets])
+
+It is the registered attributor ``extremal_perturbation`` through the generic Zennit bridge
+(:class:`~xai_plugins_zennit.bridge.RegisteredAttributor`), the same way a third-party attributor reaches Zennit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from zennit.attribution import Attributor
 
-from xai_plugins.extremal.spatial import extremal_perturbation
+from xai_plugins_zennit.bridge import RegisteredAttributor
 
 
-class ExtremalPerturbation(Attributor):
+class ExtremalPerturbation(RegisteredAttributor):
     """Zennit attributor computing extremal perturbation masks (summed over ``areas``), shaped like the input.
 
-    The class explained for each sample is the argmax of the output attribution (``attr_output``: a one-hot
-    tensor, or a function of the output; by default the output itself, i.e. the predicted class). A composite,
-    if given, is registered while the attributor runs, as for every Zennit attributor. Keywords go to
-    :func:`xai_plugins.extremal.extremal_perturbation`.
+    Args:
+        model: the classifier, returning (N, classes).
+        composite: a Zennit composite registered while the attributor runs, as for every Zennit attributor.
+        attr_output: which class to explain per sample: one-hot rows (``torch.eye(num_classes)[targets]``) or a
+            function of the output giving them; the relevance is the masks times the row's entry. Default: the
+            predicted class (argmax of the output), entry 1.
+        areas: fractions of the image the masks keep, each in (0, 1); default ``(0.1,)``.
+        **kwargs: the other keywords of :func:`xai_plugins.extremal.extremal_perturbation` (``variant``,
+            ``max_iter``, ``seed``, ...), used on every call.
+
+    Cost per call: at most ``max_iter`` (default 70) forward and backward passes of the model over
+    N × len(areas) masked images at once. Needs the built-in plugin ``extremal`` loaded (not blocked by
+    ``XAI_PLUGINS_BLOCK``, autoload not disabled).
     """
+
+    registered_name = "extremal_perturbation"
 
     def __init__(self, model: torch.nn.Module, composite: Any = None, attr_output: Any = None,
                  areas: float | Sequence[float] = (0.1,), **kwargs: Any) -> None:
-        super().__init__(model=model, composite=composite, attr_output=attr_output)
+        super().__init__(model, composite=composite, attr_output=attr_output, areas=areas, **kwargs)
         self.areas = areas
-        self.kwargs = kwargs
-
-    def forward(self, input: torch.Tensor, attr_output_fn: Callable[[torch.Tensor], torch.Tensor]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model output on ``input`` and the (N, C, H, W) masks summed over the areas."""
-        with torch.no_grad():
-            output = self.model(input)
-        selection = attr_output_fn(output.detach())
-        if not isinstance(selection, torch.Tensor) or selection.shape != output.shape:
-            raise ValueError(f"attr_output must select classes with the output's shape {tuple(output.shape)} "
-                             f"(e.g. torch.eye(num_classes)[targets]); got {getattr(selection, 'shape', selection)}")
-        target = selection.reshape(selection.shape[0], -1).argmax(dim=1)
-        result = extremal_perturbation(self.model, input, target, areas=self.areas, **self.kwargs)
-        return output, result.saliency().expand_as(input).contiguous()
