@@ -73,7 +73,7 @@ class BcosAttribution(RegisteredAttribution, GradientAttribution):
         result = super().attribute(encode_input(tensors[0].detach()), target=target,
                                    additional_forward_args=additional_forward_args,
                                    return_convergence_delta=return_convergence_delta)
-        attributions, delta = result if return_convergence_delta else (result, None)
-        folded = fold_encoded(attributions)
-        shown = (folded,) if is_tuple else folded
-        return (shown, delta) if return_convergence_delta else shown
+        if not return_convergence_delta:
+            return (fold_encoded(result),) if is_tuple else fold_encoded(result)
+        attributions, delta = result
+        return ((fold_encoded(attributions),) if is_tuple else fold_encoded(attributions)), delta

@@ -65,8 +65,8 @@ class RegisteredAttribution:
                 raise HostMetadataError(f"{describe_source(component)} declares attribution_kind="
                                         f"{metadata.attribution_kind!r}, but {type(self).__name__} is not a Captum "
                                         f"{base.__name__}")
-            self.component, self.metadata = component, metadata  # type: ignore[misc]
-        super().__init__(forward_func, *args, **kwargs)
+            self.component, self.metadata = component, metadata
+        super().__init__(forward_func, *args, **kwargs)  # type: ignore[call-arg]  # the Captum base class's
 
     @property
     def who(self) -> str:
