@@ -129,3 +129,28 @@ def test_readme_install_line_and_quick_starts_run_from_the_wheels(wheelhouse, fr
         f"torch.manual_seed(0)\nexec(compile({block!r}, 'README block {i}', 'exec'), {{}})\n"
         for i, block in enumerate(blocks))
     _run([str(fresh_python), "-W", "ignore", "-c", script], cwd=tmp_path)
+
+
+EXAMPLE = ROOT / "docs" / "examples" / "xai-plugins-example"
+
+
+def test_example_plugin_installed_with_pip_passes_its_own_tests(wheelhouse, fresh_python, tmp_path):
+    """Issue 17's "done when", as a plugin author's user gets it: the example plugin of docs/examples is installed
+    with pip (not a path hack) into the fresh environment beside the wheels, and its own tests, which use its
+    components through Captum (incl. NoiseTunnel), Zennit, create_model, fix_spatial_filters and the explain
+    command, pass there."""
+    _run([str(fresh_python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheelhouse),
+          "xai-plugins[all]"])
+    source = tmp_path / "example"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    built = tmp_path / "built"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w",
+          str(built), str(source)])
+    (wheel,) = built.glob("xai_plugins_example-*.whl")
+    _run([str(fresh_python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)])
+    where = _run([str(fresh_python), "-c", "import xai_plugins, xai_plugins_example as e; "
+                  "print(xai_plugins.__file__, e.__file__)"], cwd=tmp_path).stdout.split()
+    assert all(str(ROOT) not in path and str(source) not in path for path in where), where
+    shutil.rmtree(source / "xai_plugins_example")  # the tests must import the installed package
+    _run([str(fresh_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", str(source / "tests"),
+          "--rootdir", str(source), "-c", str(source / "pyproject.toml")], cwd=tmp_path)

@@ -85,3 +85,32 @@ def test_fix_spatial_filters_with_the_example_initializer():
     again = _model()
     fix_spatial_filters(again, "example_gaussian", seed=3)
     assert torch.equal(again[0].weight, model[0].weight)
+
+
+def test_model_attributor_and_canonizer_through_the_explain_command(tmp_path):
+    """``xai-plugins explain`` (the installed console script) builds the registered model from local weights and
+    explains an image with the registered attributor, and with LRP, whose canonizer comes from this plugin."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    model = _model()
+    weights, image = tmp_path / "tiny.safetensors", tmp_path / "image.png"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)).save(image)
+    beside = Path(sys.executable).parent / "xai-plugins"  # the environment running these tests
+    command = str(beside) if beside.is_file() else shutil.which("xai-plugins")
+    assert command is not None, "the xai-plugins console script is not installed"
+    for method in ("example_gxi", "lrp"):
+        output = tmp_path / f"{method}.png"
+        result = subprocess.run([command, "explain", "--model", "registry:example_tiny_convnet", "--weights",
+                                 str(weights), "--image", str(image), "--size", "16", "--method", method,
+                                 "--target", "2", "-o", str(output)], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert "explained class 2" in result.stdout
+        assert output.stat().st_size > 0
