@@ -19,7 +19,9 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers import modules as canonical
@@ -84,6 +86,32 @@ Captum, which passes relevance through them.
 """
 
 
+def _private_inputs(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of every ruled leaf: the leaf gets its own copy of each input tensor.
+
+    Captum turns a layer's input gradient into relevance with a hook on the input tensor, once per tensor, for the
+    sum over all its consumers. Where an operation Captum does not see sits between two leaves (a slice
+    ``x[:, :k]`` in DPN, a merged norm with children in timm's ``BatchNormAct2d``), relevance that already passed
+    that operation meets gradient that has not been converted yet in one tensor (DPN-48b: Σ relevance = 4e12 ×
+    logit). With a copy per consumer, each rule converts only its own share and what flows between leaves is
+    relevance everywhere.
+    """
+    return tuple(value.clone() if isinstance(value, torch.Tensor) else value for value in inputs)
+
+
+def _pass_through_norm(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    """Forward hook for a norm module with children that no canonizer merged (timm's ``BatchNormAct2d`` in front
+    of a ``SiLU``, "left" in :func:`~xai_plugins.canonizers.graph.explain_canonization`): Captum sees only
+    leaves, so its affine map would scale the relevance by its slope like a gradient (DPN-48b: Σ relevance =
+    2.3 × logit). Same output; relevance (the gradient in Captum's pass) goes through unchanged, which is the
+    bias-free LRP rule of an element-wise affine map."""
+    input = inputs[0] if inputs else None
+    if not (isinstance(input, torch.Tensor) and isinstance(output, torch.Tensor)) or input.shape != output.shape \
+            or not output.requires_grad:
+        return None
+    return output.detach() + (input - input.detach())
+
+
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Leaf modules in the order Captum's LRP collects them (children, recursively)."""
     return [(name, module) for name, module in model.named_modules() if not any(True for _ in module.children())]
@@ -104,6 +132,7 @@ class _CaptumCanonization:
         self.saved_attributes: dict[nn.Module, dict[str, Any]] = {}
         self.module_rules: dict[nn.Module, PropagationRule] = {}
         self.state_dict_hook: Any = None
+        self.input_hooks: list[Any] = []
         self.inplace: list[nn.Module] = []
 
     def enter(self) -> None:
@@ -119,6 +148,9 @@ class _CaptumCanonization:
             self.module_rules = self._rules_for_leaves()
             self._attach_rules()
             self._disable_inplace()
+            self.input_hooks = [module.register_forward_hook(_pass_through_norm) for module in self.model.modules()
+                                if isinstance(module, _BatchNorm) and any(True for _ in module.children())]
+            self.input_hooks += [module.register_forward_pre_hook(_private_inputs) for module in self.module_rules]
             self.state_dict_hook = self.model.register_state_dict_pre_hook(self._reattach_rules)
         except BaseException:
             self.exit()
@@ -130,6 +162,8 @@ class _CaptumCanonization:
             if self.state_dict_hook is not None:
                 self.state_dict_hook.remove()
                 self.state_dict_hook = None
+            while self.input_hooks:
+                self.input_hooks.pop().remove()
             for module in self.model.modules():
                 for key in _CAPTUM_ATTRIBUTES:
                     module.__dict__.pop(key, None)
@@ -172,8 +206,9 @@ class _CaptumCanonization:
                 module.rule = rule
 
     def _disable_inplace(self) -> None:
-        # A rule needs the layer's input as it was; an in-place activation overwrites it.
-        for module in self.module_rules:
+        # A rule needs the layer's input as it was; an in-place activation overwrites it (also Captum's own
+        # ReLU, whose input another layer may read).
+        for _, module in _leaves(self.model):
             if module.__dict__.get("inplace") is True:
                 module.inplace = False
                 self.inplace.append(module)
