@@ -11,6 +11,9 @@ raise ``TypeError``.
 :mod:`xai_plugins.canonizers` (BatchNorm merged, residual sums, concatenations and gates as explicit
 modules), attaches a rule from :data:`CANONIZED_RULES` to every leaf Captum has no default for, and undoes
 everything on exit (state dict and forward bitwise, no ``rule`` or hook left), also when the block raises.
+The rules (:mod:`xai_plugins_captum.rules`) complete every unit they cannot divide by, and each ruled leaf works on
+its own copy of its inputs, so that with them a canonized network conserves relevance (Σ relevance = logit up to
+float32 rounding).
 """
 
 from __future__ import annotations
