@@ -46,6 +46,9 @@ CONSERVATION_GAPS = {
     ("timm:ghostnet_050", "zennit"): "z+ drops the relevance of units whose output is their bias alone",
     ("timm:tf_efficientnet_b0", "zennit"): "the adapters' z+ maps ignore Conv2dSame's dynamic padding",
     ("torchvision:alexnet", "zennit"): "at 64 pixels AdaptiveAvgPool2d((6, 6)) replicates a 1x1 map",
+    ("torchvision:alexnet", "captum"): "the dense layers' bias-free epsilon rule divides by outputs near zero "
+                                       "(random biases as large as the weighted sums): 1.0002 here, 1.013 with "
+                                       "benchmarks/graph_coverage.py's input",
 }
 """(model, host) pairs whose measured conservation misses the issue's 0.01 (numbers in docs/canonizers.md)."""
 HEAVY = ("torchvision:alexnet", "torchvision:vgg11_bn", "torchvision:resnext50_32x4d", "torchvision:densenet121",
