@@ -66,8 +66,15 @@ def linear_map(module: nn.Module, input: Tensor, weight: Tensor) -> Tensor:
     if type(module).forward in _PLAIN_CONV_FORWARDS:
         return module._conv_forward(input, weight, None)
     view = copy.copy(module)
-    view._parameters = {**module._parameters, "weight": weight, "bias": None}
+    view.__dict__["_parameters"] = {**module._parameters, "weight": weight, "bias": None}
     return type(module).forward(view, input)
+
+
+def _weight(module: nn.Module) -> Tensor:
+    weight = module.weight
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight.detach()
 
 
 class CompletingRule(PropagationRule):
@@ -98,7 +105,8 @@ class CompletingRule(PropagationRule):
         inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
         receivers = self.receivers(inputs)
         output = self.stand_in(module, inputs, outputs)
-        self._module, self._inputs, self._pending = module, tuple(x.detach() for x in inputs), {}
+        self._module, self._inputs = module, tuple(x.detach() for x in inputs)
+        self._pending: dict[int, Tensor] = {}
         self._has_single_input = len(receivers) == 1
         self._handle_input_hooks = []
         for index in receivers:
@@ -166,14 +174,14 @@ class ZPlusRule(CompletingRule):
         if len(inputs) != 1:
             raise TypeError(f"{type(self).__name__} applies to single-input layers, {type(module).__name__} got "
                             f"{len(inputs)} inputs")
-        input, weight = inputs[0], module.weight.detach()
+        input, weight = inputs[0], _weight(module)
         z_plus = linear_map(module, input.clamp(min=0), weight.clamp(min=0)) + linear_map(
             module, input.clamp(max=0), weight.clamp(max=0))
         z_minus = linear_map(module, input, weight) - z_plus
         return torch.where(z_plus > 0, z_plus, z_minus)
 
     def fallback(self, module: nn.Module, inputs: tuple[Tensor, ...], missing: Tensor) -> dict[int, Tensor]:
-        square = module.weight.detach() ** 2
+        square = _weight(module) ** 2
         return _flat(lambda ones: linear_map(module, ones, square), inputs, missing, (0,))
 
 
@@ -188,7 +196,7 @@ class ZeroBiasEpsilonRule(ZPlusRule):
         super().__init__(epsilon=epsilon)
 
     def stand_in(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
-        return linear_map(module, inputs[0], module.weight.detach())
+        return linear_map(module, inputs[0], _weight(module))
 
 
 class PassRule(CompletingRule):
