@@ -21,7 +21,7 @@ from xai_plugins_captum import CANONIZED_RULES, canonized  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
 SIZE = 32
-DELTA_TOLERANCE = 0.05
+DELTA_TOLERANCE = 0.01
 """|convergence delta| / |logit| allowed inside ``canonized`` (the issue's target)."""
 
 

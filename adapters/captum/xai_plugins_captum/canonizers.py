@@ -11,6 +11,9 @@ raise ``TypeError``.
 :mod:`xai_plugins.canonizers` (BatchNorm merged, residual sums, concatenations and gates as explicit
 modules), attaches a rule from :data:`CANONIZED_RULES` to every leaf Captum has no default for, and undoes
 everything on exit (state dict and forward bitwise, no ``rule`` or hook left), also when the block raises.
+The rules (:mod:`xai_plugins_captum.rules`) complete every unit they cannot divide by, and each ruled leaf works on
+its own copy of its inputs, so that with them a canonized network conserves relevance (Σ relevance = logit up to
+float32 rounding).
 """
 
 from __future__ import annotations
@@ -21,118 +24,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers import modules as canonical
 from xai_plugins.canonizers.base import canonizing
 from xai_plugins.canonizers.host_rules import host_rules
-from xai_plugins_captum._compat import SUPPORTED_NON_LINEAR_LAYERS, EpsilonRule, PropagationRule
+from xai_plugins_captum._compat import SUPPORTED_NON_LINEAR_LAYERS, PropagationRule
+from xai_plugins_captum.rules import FlatRule, PassRule, SignalTakesAllRule, ZeroBiasEpsilonRule, ZPlusRule
 
 RuleFactory = Callable[[], PropagationRule]
 
 _CAPTUM_ATTRIBUTES = ("rule", "activations")
 """Attributes Captum's LRP sets on leaf modules (it deletes ``rule`` after each call but leaves
 ``activations`` behind); :func:`canonized` restores both to what they were before the block."""
-
-
-class _StandInRule(EpsilonRule):
-    """A rule defined by a stand-in output: in Captum's relevance pass the layer's output is replaced by
-    ``stand_in(module, input)``, a tensor built from the input whose gradient encodes the rule.
-
-    Captum propagates ``x * d(stand_in)/dx * (R / stand_in)``, so the stand-in decides both the denominator
-    and how relevance is split. Parameters are never modified (nothing to restore), and only the relevance
-    pass sees the stand-in: the model's output is computed in Captum's first, unhooked forward pass.
-    """
-
-    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _manipulate_weights(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
-        return None
-
-    def forward_hook(self, module: nn.Module, inputs: Any, outputs: torch.Tensor) -> torch.Tensor:
-        if len(inputs) != 1:
-            raise TypeError(f"{type(self).__name__} applies to single-input layers, {type(module).__name__} got "
-                            f"{len(inputs)} inputs")
-        return super().forward_hook(module, inputs, self.stand_in(module, inputs[0]))
-
-
-def _linear_map(module: nn.Module, input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The layer's linear map without any bias (also without a ``PositionalBiasConv2d``'s position bias)."""
-    if isinstance(module, nn.Linear):
-        return F.linear(input, weight)
-    if isinstance(module, _ConvNd):
-        return module._conv_forward(input, weight, None)
-    raise TypeError(f"expected a Linear or convolution layer, got {type(module).__name__}")
-
-
-class ZPlusRule(_StandInRule):
-    """LRP z+ with biases ignored (Zennit's ``ZPlus(zero_params='bias')``), falling back to z- where an
-    output has no positive contribution at all.
-
-    Each output shares its relevance among the inputs in proportion to their positive contributions
-    ``x+ w+ + x- w-``: a sum of non-negative terms, so nothing divides by an output close to zero (with the
-    plain epsilon rule such outputs blow the relevance of deep canonized networks up by orders of magnitude).
-    Small depthwise kernels on small feature maps often have no positive contribution at some positions,
-    where z+ would drop the relevance; there the negative contributions (all of one sign, equally stable)
-    share it instead, so the rule stays conservative. Used for convolutions.
-    """
-
-    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
-        weight = module.weight.detach()
-        z_plus = _linear_map(module, input.clamp(min=0), weight.clamp(min=0)) + _linear_map(
-            module, input.clamp(max=0), weight.clamp(max=0)
-        )
-        z_minus = _linear_map(module, input, weight) - z_plus
-        return torch.where(z_plus > 0, z_plus, z_minus)
-
-
-class ZeroBiasEpsilonRule(_StandInRule):
-    """LRP epsilon with biases ignored, as Zennit's ``Epsilon(zero_params='bias')``; used for dense layers.
-
-    Merging BatchNorm gives every layer a bias; with Captum's plain ``EpsilonRule`` biases soak up relevance.
-    """
-
-    def __init__(self, epsilon: float = 1e-6) -> None:
-        super().__init__(epsilon=epsilon)
-
-    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
-        return _linear_map(module, input, module.weight.detach())
-
-
-class PassRule(_StandInRule):
-    """Relevance passes unchanged from output to input (Zennit's ``Pass``), for element-wise layers.
-
-    Used for activations Captum does not know (``SiLU``, ``Hardswish``, the ``ThresholdReLU`` of a merged
-    BatchNorm), for BatchNorm leaves (identities once merged) and identity-like leaves (``Identity``,
-    ``StochasticDepth``). The stand-in is the input itself, so ``x * (R / x) = R``.
-    """
-
-    def stand_in(self, module: nn.Module, input: torch.Tensor) -> torch.Tensor:
-        return input.clone()
-
-
-class SignalTakesAllRule(EpsilonRule):
-    """Gate rule of Pahde et al.: the whole relevance of ``signal * gate`` goes to the signal, none to the gate.
-
-    Used for the explicit gate module that replaces squeeze-and-excitation products. Captum's generic
-    multi-input handling would hand the full relevance to both factors.
-    """
-
-    def forward_hook(self, module: nn.Module, inputs: Any, outputs: torch.Tensor) -> torch.Tensor:
-        signal, gate = inputs[0], inputs[1]
-        self._has_single_input = True
-        self._handle_input_hooks = []
-        if not hasattr(signal, "hook_registered"):
-            self._handle_input_hooks.append(signal.register_hook(self._create_backward_hook_input(signal.data)))
-            signal.hook_registered = True
-        if not hasattr(gate, "hook_registered"):
-            self._handle_input_hooks.append(gate.register_hook(torch.zeros_like))
-            gate.hook_registered = True
-        self._handle_output_hook = outputs.register_hook(self._create_backward_hook_output(outputs.data))
-        return outputs.clone()
 
 
 def _optional_torchvision_rules() -> dict[type, RuleFactory]:
@@ -151,13 +56,13 @@ CANONIZED_RULES: dict[type, RuleFactory] = {
     nn.BatchNorm1d: PassRule,
     nn.BatchNorm2d: PassRule,
     nn.BatchNorm3d: PassRule,
-    nn.MaxPool1d: EpsilonRule,
-    nn.MaxPool2d: EpsilonRule,
-    nn.MaxPool3d: EpsilonRule,
-    nn.AdaptiveMaxPool2d: EpsilonRule,
-    nn.AvgPool2d: EpsilonRule,
-    nn.AdaptiveAvgPool1d: EpsilonRule,
-    nn.AdaptiveAvgPool2d: EpsilonRule,
+    nn.MaxPool1d: FlatRule,
+    nn.MaxPool2d: FlatRule,
+    nn.MaxPool3d: FlatRule,
+    nn.AdaptiveMaxPool2d: FlatRule,
+    nn.AvgPool2d: FlatRule,
+    nn.AdaptiveAvgPool1d: FlatRule,
+    nn.AdaptiveAvgPool2d: FlatRule,
     nn.SiLU: PassRule,
     nn.ReLU6: PassRule,
     nn.Hardswish: PassRule,
@@ -168,11 +73,11 @@ CANONIZED_RULES: dict[type, RuleFactory] = {
     nn.Sigmoid: PassRule,
     nn.Hardsigmoid: PassRule,
     nn.Identity: PassRule,
-    nn.Flatten: EpsilonRule,
-    nn.Upsample: EpsilonRule,
+    nn.Flatten: FlatRule,
+    nn.Upsample: FlatRule,
     nn.Sequential: PassRule,  # only an empty Sequential is a leaf: an identity (ShuffleNetV2's branch1)
-    canonical.Sum: EpsilonRule,
-    canonical.Concat: EpsilonRule,
+    canonical.Sum: FlatRule,
+    canonical.Concat: FlatRule,
     canonical.Gate: SignalTakesAllRule,
     canonical.ThresholdReLU: PassRule,
     **_optional_torchvision_rules(),
@@ -183,6 +88,32 @@ Looked up along the type's MRO, so subclasses inherit their parent's rule. Add a
 ``module.rule`` yourself) to support a custom leaf type. ``ReLU``, ``Dropout`` and ``Tanh`` are left to
 Captum, which passes relevance through them.
 """
+
+
+def _private_inputs(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of every ruled leaf: the leaf gets its own copy of each input tensor.
+
+    Captum turns a layer's input gradient into relevance with a hook on the input tensor, once per tensor, for the
+    sum over all its consumers. Where an operation Captum does not see sits between two leaves (a slice
+    ``x[:, :k]`` in DPN, a merged norm with children in timm's ``BatchNormAct2d``), relevance that already passed
+    that operation meets gradient that has not been converted yet in one tensor (DPN-48b: Σ relevance = 4e12 ×
+    logit). With a copy per consumer, each rule converts only its own share and what flows between leaves is
+    relevance everywhere.
+    """
+    return tuple(value.clone() if isinstance(value, torch.Tensor) else value for value in inputs)
+
+
+def _pass_through_norm(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    """Forward hook for a norm module with children that no canonizer merged (timm's ``BatchNormAct2d`` in front
+    of a ``SiLU``, "left" in :func:`~xai_plugins.canonizers.graph.explain_canonization`): Captum sees only
+    leaves, so its affine map would scale the relevance by its slope like a gradient (DPN-48b: Σ relevance =
+    2.3 × logit). Same output; relevance (the gradient in Captum's pass) goes through unchanged, which is the
+    bias-free LRP rule of an element-wise affine map."""
+    input = inputs[0] if inputs else None
+    if not (isinstance(input, torch.Tensor) and isinstance(output, torch.Tensor)) or input.shape != output.shape \
+            or not output.requires_grad:
+        return None
+    return output.detach() + (input - input.detach())
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -205,6 +136,7 @@ class _CaptumCanonization:
         self.saved_attributes: dict[nn.Module, dict[str, Any]] | None = None
         self.module_rules: dict[nn.Module, PropagationRule] = {}
         self.state_dict_hook: Any = None
+        self.input_hooks: list[Any] = []
         self.inplace: list[nn.Module] = []
 
     def enter(self) -> None:
@@ -222,6 +154,9 @@ class _CaptumCanonization:
             self.module_rules = self._rules_for_leaves()
             self._attach_rules()
             self._disable_inplace()
+            self.input_hooks = [module.register_forward_hook(_pass_through_norm) for module in self.model.modules()
+                                if isinstance(module, _BatchNorm) and any(True for _ in module.children())]
+            self.input_hooks += [module.register_forward_pre_hook(_private_inputs) for module in self.module_rules]
             self.state_dict_hook = self.model.register_state_dict_pre_hook(self._reattach_rules)
         except BaseException:
             self.exit()
@@ -233,6 +168,8 @@ class _CaptumCanonization:
             if self.state_dict_hook is not None:
                 self.state_dict_hook.remove()
                 self.state_dict_hook = None
+            while self.input_hooks:
+                self.input_hooks.pop().remove()
             if self.saved_attributes is not None:
                 for module in self.model.modules():
                     for key in _CAPTUM_ATTRIBUTES:
@@ -277,8 +214,9 @@ class _CaptumCanonization:
                 module.rule = rule
 
     def _disable_inplace(self) -> None:
-        # A rule needs the layer's input as it was; an in-place activation overwrites it.
-        for module in self.module_rules:
+        # A rule needs the layer's input as it was; an in-place activation overwrites it (also Captum's own
+        # ReLU, whose input another layer may read).
+        for _, module in _leaves(self.model):
             if module.__dict__.get("inplace") is True:
                 module.inplace = False
                 self.inplace.append(module)
