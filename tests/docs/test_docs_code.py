@@ -27,7 +27,7 @@ INCOMPLETE: dict[tuple[str, int], str] = {
     ("conformance.md", 1): "register",
     ("explainfix.md", 0): "loader",
 }
-SLOW_PAGES = {"extremal.md": "ResNet-50 at 224x224, 4 images x 3 areas x up to 70 iterations per block: many CPU "
+SLOW_PAGES = {"extremal.md": "ResNet-50 at 224x224, 4 images x 3 areas x up to 30 iterations per block: many CPU "
                              "minutes"}
 SLOW_ENV = "XAI_PLUGINS_RUN_SLOW_DOCS"
 

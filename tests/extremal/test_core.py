@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.extremal.conftest import SmallNet, assert_same, snapshot
 from xai_plugins.extremal import channel_extremal_perturbation, extremal_perturbation
@@ -168,3 +170,34 @@ def test_masks_do_not_depend_on_the_scale_of_the_scores(small_net):
     assert torch.allclose(1000 * plain.rewards, scaled.rewards, rtol=1e-4)
     fixed = extremal_perturbation(lambda x: 1000 * small_net(x), images, [0, 1], reward_scale=20.0, **kwargs)
     assert not torch.allclose(plain.masks, fixed.masks, atol=1e-2)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), height=st.integers(5, 30), width=st.integers(5, 30), step=st.integers(1, 5),
+       sigma=st.floats(1.0, 8.0), margin=st.integers(0, 6), block=st.sampled_from([1, 97, 4096, 1 << 30]),
+       seed=st.integers(0, 2**16))
+def test_generator_does_not_depend_on_its_block_size(batch, height, width, step, sigma, margin, block,
+                                                     seed):
+    """The smooth max runs over blocks of cell rows; every block size gives the same masks and gradients,
+    because each value is computed by the same operations (exact equality, not a tolerance)."""
+    import xai_plugins.extremal.masks as masks_module
+
+    generator = SmoothMaskGenerator((height, width), step=step, sigma=sigma)
+    params = torch.rand(batch, *generator.param_shape, generator=torch.Generator().manual_seed(seed))
+    weights = torch.rand(batch, height + 2 * margin, width + 2 * margin, generator=torch.Generator().manual_seed(1))
+
+    def run(elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+        saved = masks_module.CHUNK_ELEMENTS
+        masks_module.CHUNK_ELEMENTS = elements
+        try:
+            p = params.clone().requires_grad_(True)
+            mask = generator.generate(p, margin)
+            (grad,) = torch.autograd.grad((mask * weights).sum(), p)
+        finally:
+            masks_module.CHUNK_ELEMENTS = saved
+        return mask.detach(), grad
+
+    mask, grad = run(block)
+    whole_mask, whole_grad = run(1 << 40)
+    assert torch.equal(mask, whole_mask)
+    assert torch.equal(grad, whole_grad)

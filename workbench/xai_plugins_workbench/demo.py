@@ -30,7 +30,7 @@ DEMO_METHODS = ("lrp_zennit_plain", "lrp_zennit_canonized", "lrp_captum_plain", 
 @dataclass
 class Panel:
     """One column of the figure: a title and per-image pictures (signed heat maps, masks in [0, 1] or RGBA),
-    or why it is missing."""
+    or why it is missing; ``captions`` are shown under the pictures, one per image."""
 
     title: str
     model: str
@@ -38,6 +38,7 @@ class Panel:
     rgba: np.ndarray | None = None
     error: str | None = None
     is_mask: bool = False
+    captions: list[str] | None = None
 
 
 @dataclass
@@ -76,10 +77,7 @@ def _panels(models: dict[str, torch.nn.Module], images: Tensor, labels: Tensor, 
                      lambda m: captum_lrp(m, images, labels, canonize=True))
 
     def extremal() -> Panel:
-        from xai_plugins_workbench.methods import extremal_mask
-
-        return Panel("ResNet\nextremal mask (10%)", "resnet",
-                     maps=extremal_mask(models["resnet"], images, labels)[:, 0].numpy(), is_mask=True)
+        return extremal_panel(models["resnet"], images, labels)
     jobs.append(("extremal", "resnet", extremal))
 
     def bcos() -> Panel:
@@ -106,6 +104,21 @@ def _panels(models: dict[str, torch.nn.Module], images: Tensor, labels: Tensor, 
     return panels
 
 
+def extremal_panel(model: torch.nn.Module, images: Tensor, labels: Tensor, area: float = 0.1) -> Panel:
+    """The extremal preservation masks of ``area`` with, under each, its preserve score: the logit of the true
+    class when only the masked region is kept and the rest is blurred (:func:`preserve_caption`)."""
+    from xai_plugins_workbench.methods import extremal_result
+
+    result = extremal_result(model, images, labels, area=area)
+    return Panel(f"ResNet\nextremal mask ({area:.0%})", "resnet", maps=result.masks[:, 0, 0].numpy(), is_mask=True,
+                 captions=[preserve_caption(float(r)) for r in result.rewards[:, 0]])
+
+
+def preserve_caption(reward: float) -> str:
+    """The caption of an extremal mask: its preserve reward (target logit with the mask applied)."""
+    return f"preserve {reward:.2f}"
+
+
 def _spectra_png(models: dict[str, torch.nn.Module], images: Tensor, labels: Tensor, path: Path) -> str | None:
     """ExplainSteer spectra of the ExplainFix model (saliency-weighted on the demo images); error text or None."""
     if "explainfix" not in models:
@@ -122,6 +135,17 @@ def _spectra_png(models: dict[str, torch.nn.Module], images: Tensor, labels: Ten
 
 def _draw(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, Tensor], panels: list[Panel],
           spectra: Path, spectra_error: str | None, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = demo_figure(images, labels, masks, preds, panels, spectra, spectra_error)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+def demo_figure(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, Tensor], panels: list[Panel],
+                spectra: Path, spectra_error: str | None) -> Any:
+    """The demo's matplotlib figure: one row per image, the input and then one column per panel, with the
+    ExplainSteer spectra underneath."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,6 +181,8 @@ def _draw(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, Tensor
                 ax.imshow(images[i].permute(1, 2, 0).numpy() * 0.25)
                 ax.imshow(panel.rgba[i])
                 continue
+            if panel.captions is not None:
+                ax.set_xlabel(panel.captions[i], fontsize=6, labelpad=1)
             heat = panel.maps[i]
             if panel.is_mask:
                 ax.imshow(images[i].permute(1, 2, 0).numpy() * 0.5)
@@ -174,8 +200,7 @@ def _draw(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, Tensor
         ax.text(0.5, 0.5, f"ExplainSteer spectra unavailable: {spectra_error}", ha="center", fontsize=8)
     fig.suptitle("xai-plugins demo on DigitsOnCanvas test images: relevance of the true digit (LRP: red positive, "
                  "blue negative; white outline = ground-truth box)", fontsize=9, y=0.97)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    return fig
 
 
 def _wrap(text: str, width: int = 28) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from xai_plugins.evaluation.controls import edge_attribution, input_attribution, random_attribution
+from xai_plugins.extremal.spatial import ExtremalResult
 from xai_plugins.model_state import explaining
 from xai_plugins_workbench.lrp import LrpConfig, captum_lrp, zennit_lrp
 
@@ -50,15 +51,28 @@ def input_x_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor
         return InputXGradient(model).attribute(inputs.detach().requires_grad_(True), target=target).detach()
 
 
-def extremal_mask(model: nn.Module, inputs: Tensor, target: Tensor, *, area: float = 0.1,
-                  max_iter: int = 150) -> Tensor:
-    """The extremal perturbation preservation mask of the given area (Fong et al., ICCV 2019), repeated over
-    the input channels; settings scaled to the image size (the paper used 224x224)."""
+def extremal_settings(height: int, width: int) -> dict[str, float]:
+    """The demo's mask scales for images of ``height x width``: grid step, bump radius and strongest blur
+    proportional to the image (the paper's 224-pixel constants would make one bump larger than a digit)."""
+    size = min(height, width)
+    return dict(step=max(2, size // 16), sigma=size / 8, max_blur=size / 8)
+
+
+def extremal_result(model: nn.Module, inputs: Tensor, target: Tensor, *, area: float = 0.1,
+                    max_iter: int = 150) -> ExtremalResult:
+    """The extremal perturbation preservation masks of the given area (Fong et al., ICCV 2019) with the
+    demo's scales (:func:`extremal_settings`), and their preserve rewards (the target logit of each image
+    with everything outside the mask blurred)."""
     from xai_plugins.extremal.spatial import extremal_perturbation
 
-    size = min(inputs.shape[-2:])
-    result = extremal_perturbation(model, inputs, target, areas=(area,), max_iter=max_iter,
-                                   step=max(2, size // 16), sigma=size / 8, max_blur=size / 8)
+    return extremal_perturbation(model, inputs, target, areas=(area,), max_iter=max_iter,
+                                 **extremal_settings(*inputs.shape[-2:]))
+
+
+def extremal_mask(model: nn.Module, inputs: Tensor, target: Tensor, *, area: float = 0.1,
+                  max_iter: int = 150) -> Tensor:
+    """The masks of :func:`extremal_result`, repeated over the input channels."""
+    result = extremal_result(model, inputs, target, area=area, max_iter=max_iter)
     return result.masks[:, 0].expand_as(inputs).detach()
 
 

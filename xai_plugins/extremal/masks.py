@@ -24,6 +24,17 @@ def _bump(distance: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.exp(-2 * (distance / sigma - 0.5).clamp(min=0) ** 2)
 
 
+CHUNK_ELEMENTS = 1 << 16  # neighbour terms per block of the smooth max: 256 kB, so a block stays in cache
+
+
+def _row_blocks(neighbours: torch.Tensor, weights: torch.Tensor) -> list[slice]:
+    """Slices of cell rows such that each block of ``z`` holds about :data:`CHUNK_ELEMENTS` terms."""
+    batch, height, width, terms = neighbours.shape
+    per_row = max(batch * width * weights.shape[0] * weights.shape[1] * terms, 1)
+    rows = max(1, CHUNK_ELEMENTS // per_row)
+    return [slice(start, min(start + rows, height)) for start in range(0, height, rows)]
+
+
 class _SmoothMax(torch.autograd.Function):
     """``f = sum_k z_k softmax(T z)_k`` with ``z = neighbours * weights``, computed cell by cell.
 
@@ -32,15 +43,24 @@ class _SmoothMax(torch.autograd.Function):
     parameters in [0, 1] and the weights are in [0, 1], so ``T z`` stays small enough for ``exp`` without the
     usual max subtraction (the caller falls back to a stable softmax otherwise). The backward pass recomputes
     ``z`` and uses ``df/dz_k = e_k / S (1 + T (z_k - f))`` with ``e = exp(T z)`` and ``S = sum_k e_k``, so only
-    cell-resolution tensors and the (B, H, W) results are kept between the passes.
+    cell-resolution tensors and the (B, H, W) results are kept between the passes. Both passes run over blocks
+    of cell rows (:func:`_row_blocks`): the full ``(B, H, W, K)`` intermediates would be tens of megabytes each,
+    and allocating and streaming them through memory costs more than the arithmetic; the blocks stay in cache
+    and reuse their memory. Every value is computed by the same operations either way.
     """
 
     @staticmethod
     def forward(ctx, neighbours: torch.Tensor, weights: torch.Tensor, temperature: float) -> torch.Tensor:
-        z = neighbours[:, :, None, :, None, :] * weights[None, None, :, None, :, :]
-        e = (z * temperature).exp_()
-        total = e.sum(dim=-1)
-        out = z.mul_(e).sum(dim=-1).div_(total)
+        batch, height, width, _ = neighbours.shape
+        step = weights.shape[0]
+        out = neighbours.new_empty(batch, height, step, width, step)
+        total = neighbours.new_empty(batch, height, step, width, step)
+        w = weights[None, None, :, None, :, :]
+        for rows in _row_blocks(neighbours, weights):
+            z = neighbours[:, rows, None, :, None, :] * w
+            e = (z * temperature).exp_()
+            torch.sum(e, dim=-1, out=total[:, rows])
+            out[:, rows] = z.mul_(e).sum(dim=-1).div_(total[:, rows])
         ctx.save_for_backward(neighbours, weights, out, total)
         ctx.temperature = temperature
         return out
@@ -50,11 +70,15 @@ class _SmoothMax(torch.autograd.Function):
         neighbours, weights, out, total = ctx.saved_tensors
         temperature = ctx.temperature
         w = weights[None, None, :, None, :, :]
-        tz = (neighbours[:, :, None, :, None, :] * w).mul_(temperature)
-        e = tz.exp()
-        grad_z = tz.add_((1 - temperature * out)[..., None]).mul_(e).mul_(w)
-        grad_z.mul_((grad_out / total)[..., None])
-        return grad_z.sum(dim=(2, 4)), None, None
+        grad = torch.empty_like(neighbours)
+        scaled = grad_out / total
+        for rows in _row_blocks(neighbours, weights):
+            tz = (neighbours[:, rows, None, :, None, :] * w).mul_(temperature)
+            e = tz.exp()
+            grad_z = tz.add_((1 - temperature * out[:, rows])[..., None]).mul_(e).mul_(w)
+            grad_z.mul_(scaled[:, rows, ..., None])
+            torch.sum(grad_z, dim=(2, 4), out=grad[:, rows])
+        return grad, None, None
 
 
 def _smooth_max_stable(neighbours: torch.Tensor, weights: torch.Tensor, temperature: float) -> torch.Tensor:
