@@ -49,3 +49,19 @@ def test_bad_search_arguments(checkpoint_dir):
     with pytest.raises(ValueError, match="unknown objective 'accuracy'"):
         objective(grid((0.0,), (True,))[0], model_name="resnet", metric="accuracy",
                   checkpoint_dir=str(checkpoint_dir))
+
+
+def test_objective_scores_a_textured_model_on_its_own_dataset():
+    """A model trained on TexturedCanvas is searched on TexturedCanvas test images at its 48-pixel size, not on
+    the dark digits canvas: the objective equals the metric computed by hand on those images."""
+    from xai_plugins.evaluation import metrics as M
+    from xai_plugins.evaluation.textured import TexturedCanvas
+    from xai_plugins.evaluation.training import load_checkpoint
+    from xai_plugins_workbench.lrp import LrpConfig, zennit_lrp
+
+    config = {"canonize": True, "gamma_low": 0.25, "gamma_mid": 0.25, "gamma_high": 0.0}
+    score = objective(config, model_name="resnet_textured", metric="mass_accuracy", images=3, seed=1)
+    x, y, masks = TexturedCanvas(3, split="test", seed=2001, size=48).tensors()
+    lrp = LrpConfig(gammas={"low": 0.25, "mid": 0.25, "high": 0.0}, canonize=True)
+    expected = M.relevance_mass_accuracy(zennit_lrp(load_checkpoint("resnet_textured"), x, y, lrp), masks)
+    assert score == pytest.approx(float(expected.mean()), abs=1e-6)

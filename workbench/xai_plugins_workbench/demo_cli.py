@@ -66,11 +66,11 @@ NO_WEIGHTS_WARNING = ("xai-plugins: WARNING: no --weights given: this explains a
 
 def _evaluate_relational(args: argparse.Namespace) -> int:
     """The relational benchmark: LRP on the shipped Relation Network with and without its canonizer."""
-    from xai_plugins.evaluation.relational import load
+    from xai_plugins.evaluation.relational import load, recipe_of
     from xai_plugins_workbench.relational import evaluate_relational, markdown
 
     rows = evaluate_relational(load(args.checkpoint_dir), images=args.images, seed=args.seed,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, size=recipe_of(args.checkpoint_dir).size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = f"# Relational benchmark on {args.images} Sort-of-CLEVR test scenes (seed {args.seed})\n\n" + \

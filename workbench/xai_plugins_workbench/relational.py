@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from xai_plugins.evaluation import metrics as M
-from xai_plugins.evaluation.controls import input_attribution
-from xai_plugins.evaluation.relational import bound_to_question
+from xai_plugins.evaluation.controls import input_attribution, random_attribution
+from xai_plugins.evaluation.relational import RECIPE, bound_to_question
 from xai_plugins.evaluation.sort_of_clevr import SortOfClevr
 
 Explain = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
@@ -79,19 +79,21 @@ METHODS: dict[str, Explain] = {
     "lrp_captum_canonized": lambda m, x, q, t: captum_lrp(m, x, q, t, canonize=True),
     "input_x_gradient": gradient,
     "control_input": lambda m, x, q, t: input_attribution(m, x),
+    "control_random": lambda m, x, q, t: random_attribution(m, x),
 }
 """The compared methods on the Relation Network: ``fn(model, images, questions, target) -> relevance``."""
 
 
 def evaluate_relational(model: nn.Module, *, images: int = 200, seed: int = 0, batch_size: int = 50,
-                        methods: tuple[str, ...] = tuple(METHODS)) -> list[dict[str, Any]]:
-    """One row per (method, question group) with the mean and standard error of each score; the target is the
-    model's own answer (explanations of the prediction, as in CLEVR-XAI), ``correct`` its accuracy."""
+                        size: int = RECIPE.size, methods: tuple[str, ...] = tuple(METHODS)) -> list[dict[str, Any]]:
+    """One row per (method, question group) with the mean and standard error of each score on ``images`` test
+    scenes of ``size`` pixels (the size the model was trained on); the target is the model's own answer
+    (explanations of the prediction, as in CLEVR-XAI), ``correct`` its accuracy."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     model.eval()
-    data = SortOfClevr(images, split="test", seed=seed + 5000)
+    data = SortOfClevr(images, split="test", seed=seed + 5000, size=size)
     x, q, answers, masks = data.tensors()
     with torch.no_grad():
         logits = model(x, q)
@@ -104,7 +106,8 @@ def evaluate_relational(model: nn.Module, *, images: int = 200, seed: int = 0, b
         relevance = torch.cat(parts)
         scores = {"mass_accuracy": M.relevance_mass_accuracy(relevance, masks),
                   "rank_accuracy": M.relevance_rank_accuracy(relevance, masks),
-                  "relevance_over_logit": relevance.flatten(1).sum(1) / logits.gather(1, target[:, None])[:, 0]}
+                  "relevance_over_logit": relevance.flatten(1).sum(1) / logits.gather(1, target[:, None])[:, 0],
+                  "mask_share": masks.flatten(1).mean(1)}
         for group, select in (("non_relational", ~relational), ("relational", relational)):
             row: dict[str, Any] = {"method": name, "questions": group, "n": int(select.sum()),
                                    "correct": float((target[select] == answers[select]).float().mean())}
@@ -118,10 +121,13 @@ def evaluate_relational(model: nn.Module, *, images: int = 200, seed: int = 0, b
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as a markdown table (mean ± standard error)."""
-    keys = ("mass_accuracy", "rank_accuracy", "relevance_over_logit")
-    lines = ["| method | questions | n | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    """The rows as a markdown table (mean ± standard error); ``mask_share`` is the share of the canvas the
+    ground-truth objects cover, what a map spread evenly scores on mass accuracy."""
+    keys = ("mass_accuracy", "rank_accuracy", "mask_share", "relevance_over_logit")
+    lines = ["| method | questions | n | model accuracy | " + " | ".join(keys) + " |",
+             "|---|---|---|---|" + "---|" * len(keys)]
     for r in rows:
         cells = [f"{r[k]['mean']:.3f} ± {r[k]['sem']:.3f}" for k in keys]
-        lines.append(f"| {r['method']} | {r['questions']} | {r['n']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['method']} | {r['questions']} | {r['n']} | {r['correct']:.3f} | " + " | ".join(cells)
+                     + " |")
     return "\n".join(lines)

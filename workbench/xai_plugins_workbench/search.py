@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from xai_plugins.evaluation.dataset import DigitsOnCanvas
-from xai_plugins.evaluation.training import load_checkpoint
+from xai_plugins.evaluation.training import RECIPES, load_checkpoint, make_dataset
 from xai_plugins_workbench.lrp import GROUPS, LrpConfig, zennit_lrp
 
 OBJECTIVES = ("mass_accuracy", "rank_accuracy", "pointing_game", "region_aopc")
@@ -63,13 +62,16 @@ def grid(gammas: Sequence[float] = (0.0, 0.1, 0.25, 1.0), canonize: Sequence[boo
 
 def objective(config: dict[str, Any], *, model_name: str, metric: str, images: int = 32, seed: int = 0,
               checkpoint_dir: str | None = None) -> float:
-    """Mean ``metric`` of LRP with ``config`` on ``images`` test images of the checkpoint ``model_name``."""
+    """Mean ``metric`` of LRP with ``config`` on ``images`` test images of the checkpoint ``model_name``, drawn
+    from the dataset its recipe was trained on (digits or textured) at its image size."""
     from xai_plugins.evaluation import metrics as M
 
     if metric not in OBJECTIVES:
         raise ValueError(f"unknown objective {metric!r}; choose from {', '.join(OBJECTIVES)}")
     model = load_checkpoint(model_name, Path(checkpoint_dir) if checkpoint_dir else None)
-    x, y, masks = DigitsOnCanvas(images, split="test", seed=seed + 2000).tensors()
+    recipe = RECIPES[model_name]
+    x, y, masks = make_dataset(recipe.dataset, images, split="test", seed=seed + 2000,
+                               size=recipe.image_size).tensors()
     lrp = LrpConfig(gammas={g: float(config[f"gamma_{g}"]) for g in GROUPS}, canonize=bool(config["canonize"]))
     relevance = zennit_lrp(model, x, y, lrp)
     if metric == "mass_accuracy":
