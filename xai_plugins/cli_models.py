@@ -4,6 +4,7 @@ a TorchScript file)."""
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,12 +18,14 @@ MODEL_FORMS = "torchvision:NAME (a torchvision.models builder) or timm:NAME"
 
 def build_model(spec: str, num_classes: int = 10) -> nn.Module:
     """The model named ``torchvision:NAME`` or ``timm:NAME``, built with random weights (nothing is downloaded),
-    in eval mode. A bare ``NAME`` is read as ``torchvision:NAME``. Unknown sources or names are a
+    in eval mode. A bare ``NAME`` (the form of earlier releases) is read as ``torchvision:NAME``, with a
+    deprecation line on stderr. Unknown sources or names are a
     :class:`~xai_plugins.cli.UsageError` that lists where to find the valid ones."""
     from xai_plugins.cli import UsageError
 
     source, sep, name = spec.partition(":")
     if not sep:
+        print(f"xai-plugins: warning: --model {spec} is deprecated; use --model torchvision:{spec}", file=sys.stderr)
         source, name = "torchvision", spec
     if source == "torchvision":
         import torchvision

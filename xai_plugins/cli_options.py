@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["DeprecatedAlias", "add_no_progress", "add_output_dir", "add_output_file"]
@@ -37,16 +37,18 @@ class DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, True if self.nargs == 0 else values)
 
 
-def add_output_file(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+def add_output_file(parser: argparse.ArgumentParser, default: object, help: str,
+                    type: Callable[[str], Any] = str) -> None:
     """``-o/--output FILE`` (dest ``output``); ``--out`` is its deprecated alias."""
-    parser.add_argument("-o", "--output", default=default, metavar="FILE", help=help)
-    parser.add_argument("--out", dest="output", action=DeprecatedAlias, replacement="-o/--output")
+    parser.add_argument("-o", "--output", default=default, type=type, metavar="FILE", help=help)
+    parser.add_argument("--out", dest="output", type=type, action=DeprecatedAlias, replacement="-o/--output")
 
 
-def add_output_dir(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+def add_output_dir(parser: argparse.ArgumentParser, default: object, help: str,
+                   type: Callable[[str], Any] = str) -> None:
     """``--output-dir DIR`` (dest ``output_dir``); ``-o``, ``--out`` and ``--output`` are deprecated aliases."""
-    parser.add_argument("--output-dir", default=default, metavar="DIR", help=help)
-    parser.add_argument("-o", "--out", "--output", dest="output_dir", action=DeprecatedAlias,
+    parser.add_argument("--output-dir", default=default, type=type, metavar="DIR", help=help)
+    parser.add_argument("-o", "--out", "--output", dest="output_dir", type=type, action=DeprecatedAlias,
                         replacement="--output-dir")
 
 
