@@ -157,6 +157,8 @@ def _draw(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, Tensor
                 ax.imshow(images[i].permute(1, 2, 0).numpy() * 0.25)
                 ax.imshow(panel.rgba[i])
                 continue
+            if panel.maps is None:
+                raise ValueError(f"panel {panel.title!r} has neither an error, an RGBA image nor maps")
             heat = panel.maps[i]
             if panel.is_mask:
                 ax.imshow(images[i].permute(1, 2, 0).numpy() * 0.5)

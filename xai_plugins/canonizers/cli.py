@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.num_classes)
     shape = None
     if args.input_size is not None:
-        first = next(m for m in model.modules() if hasattr(m, "in_channels"))
+        from torch import nn
+
+        first = next(m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
         shape = (1, first.in_channels, args.input_size, args.input_size)
     plan = explain_canonization(model, shape)
     counts = plan.counts()
