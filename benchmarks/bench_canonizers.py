@@ -34,7 +34,7 @@ from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.canonizers.helpers import calibrate_batchnorm  # noqa: E402
+from tests.support.batchnorm import calibrate_batchnorm  # noqa: E402
 from xai_plugins.canonizers import canonizers_for as core_canonizers_for  # noqa: E402
 from xai_plugins_zennit import canonizers_for  # noqa: E402
 

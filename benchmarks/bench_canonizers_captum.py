@@ -23,7 +23,7 @@ import torchvision
 from captum.attr import LRP, Saliency
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.canonizers.helpers import calibrate_batchnorm  # noqa: E402
+from tests.support.batchnorm import calibrate_batchnorm  # noqa: E402
 from xai_plugins_captum import canonized  # noqa: E402
 
 MODELS = ("resnet18", "resnet50", "densenet121", "efficientnet_b0", "vgg16_bn", "mobilenet_v3_small", "regnet_y_400mf")

@@ -31,7 +31,7 @@ from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.canonizers.helpers import calibrate_batchnorm  # noqa: E402
+from tests.support.batchnorm import calibrate_batchnorm  # noqa: E402
 from xai_plugins.canonizers import (
     canonizers_for,  # noqa: E402
     graph,  # noqa: E402

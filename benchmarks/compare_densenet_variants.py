@@ -29,7 +29,7 @@ from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.canonizers.helpers import calibrate_batchnorm, randomize_batchnorm  # noqa: E402
+from tests.support.batchnorm import calibrate_batchnorm, randomize_batchnorm  # noqa: E402
 from xai_plugins.canonizers import DenseNetUntangledCanonizer  # noqa: E402
 from xai_plugins_zennit import canonizers_for  # noqa: E402
 from xai_plugins_zennit.canonizers import for_zennit  # noqa: E402

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: torch runs on one intra-op thread.
+"""Fixtures shared by every test: torch runs on one intra-op thread; command output is not wrapped.
 
 The test models are small, and on a shared 2-core CPU two OpenMP threads per process spin against each other
 (measured up to 10x slower); one thread also makes float reductions run in one fixed order.
@@ -20,3 +20,10 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands fit their output to ``COLUMNS``; tests that read whole lines see them unwrapped, tests of the
+    wrapping set ``COLUMNS`` themselves."""
+    monkeypatch.setenv("COLUMNS", "250")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 import warnings
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
 
 from xai_plugins import registry as _registry
+from xai_plugins.cli_output import table, wrap
 from xai_plugins.errors import ComponentNotFoundError, RegistrationError, XaiPluginsError
 from xai_plugins.hookspecs import Commands, hookimpl
 
@@ -63,12 +63,6 @@ def _quiet_registry() -> _registry.Registry:
         return _registry.get_registry()
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
 def _failed(reg: _registry.Registry) -> list[_registry.PluginRecord]:
     return [p for p in reg.plugins() if p.status == "failed"]
 
@@ -87,12 +81,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for c in comps if c.kind == kind]
         if rows:
             print(f"{kind}s ({len(rows)})")
-            print(textwrap.indent(_table(rows, ["name", "plugin", "distribution", "summary"]), "  "))
+            print(table(rows, ["name", "plugin", "distribution", "summary"], indent="  "))
             print()
     if not comps:
         print("no components registered")
     for p in failed:
-        print(f"FAILED plugin {p.name} ({p.distribution or 'no distribution'}): {p.error}")
+        print(wrap(f"FAILED plugin {p.name} ({p.distribution or 'no distribution'}): {p.error}", hanging="  "))
     return 1 if failed else 0
 
 
@@ -119,12 +113,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     for key in ("kind", "name", "summary", "paper", "model_types", "plugin", "distribution", "version", "object"):
         value = data[key]
-        print(f"{key:13} {', '.join(value) if isinstance(value, list) else value}")
+        print(wrap(f"{key:13} {', '.join(value) if isinstance(value, list) else value}", hanging=" " * 14))
     for key, value in data["extra"].items():
-        print(f"{key:13} {value}")
+        print(wrap(f"{key:13} {value}", hanging=" " * 14))
     if data["doc"]:
         print()
-        print(data["doc"])
+        print(wrap(data["doc"]))
     return 0
 
 
@@ -137,7 +131,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     else:
         rows = [[p.name, p.status, f"{p.distribution or '-'} {p.version or ''}".strip(),
                  str(len(p.components)) if p.status == "loaded" else (p.error or "")] for p in records]
-        print(_table(rows, ["plugin", "status", "distribution", "components / error"]) if rows
+        print(table(rows, ["plugin", "status", "distribution", "components / error"]) if rows
               else "no plugins found")
     return 1 if _failed(reg) else 0
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import calibrate_batchnorm
+from tests.support.batchnorm import calibrate_batchnorm
 from tests.support.canonizers import assert_same
 from xai_plugins.conformance.state import snapshot
 

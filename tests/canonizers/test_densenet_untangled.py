@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import xai_plugins
-from tests.canonizers.helpers import calibrate_batchnorm, randomize_batchnorm
+from tests.support.batchnorm import calibrate_batchnorm, randomize_batchnorm
 from xai_plugins.canonizers import Canonizer, DenseNetUntangledCanonizer, canonizers_for
 from xai_plugins.canonizers.modules import Concat, ThresholdReLU
 from xai_plugins.conformance.state import diff_states, snapshot

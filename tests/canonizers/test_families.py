@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.canonizers.helpers import randomize_batchnorm
+from tests.support.batchnorm import randomize_batchnorm
 from tests.support.canonizers import assert_same, small_vgg
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers.modules import Concat, Gate, Sum, ThresholdReLU
@@ -115,7 +115,7 @@ def test_no_module_called_twice_while_canonized() -> None:
 def test_exact_in_float64_with_calibrated_statistics(name: str) -> None:
     """With realistic statistics float32 itself is only ~1e-4 accurate on EfficientNet (the float32 forward
     of the unchanged model differs that much from float64); in float64 canonization is exact to rounding."""
-    from tests.canonizers.helpers import calibrate_batchnorm
+    from tests.support.batchnorm import calibrate_batchnorm
 
     torch.manual_seed(0)
     model = calibrate_batchnorm(BUILDERS[name][0](), size=64, seed=0).double()

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tests.canonizers.graph_models import TIMM_CI, TORCHVISION_CI, build, input_size, torchvision_cnns
-from tests.canonizers.helpers import calibrate_batchnorm, randomize_batchnorm
+from tests.support.batchnorm import calibrate_batchnorm, randomize_batchnorm
 from tests.support.canonizers import assert_same
 from xai_plugins.canonizers import graph
 from xai_plugins.canonizers.graph import (

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import randomize_batchnorm
+from tests.support.batchnorm import randomize_batchnorm
 from tests.support.canonizers import assert_same
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers.base import Canonizer

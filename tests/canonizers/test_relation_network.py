@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import batchnorms, randomize_batchnorm
+from tests.support.batchnorm import batchnorms, randomize_batchnorm
 from tests.support.canonizers import assert_same
 from xai_plugins.canonizers.modules import Sum
 from xai_plugins.canonizers.relation_network import RelationNetwork, RelationNetworkCanonizer, relation_network

@@ -76,9 +76,9 @@ def test_variant_registered_for_a_family_does_not_conflict(only_builtin_canonize
 
 def test_families_derive_from_the_one_table(only_builtin_canonizers) -> None:
     from xai_plugins.canonizers import FAMILIES
-    from xai_plugins.canonizers.families import builtin_canonizers
+    from xai_plugins.canonizers.families import BUILTIN_CANONIZERS
 
-    table = {entry.name: entry for entry in builtin_canonizers()}
+    table = {entry.name: entry for entry in BUILTIN_CANONIZERS}
     assert [family.name for family in FAMILIES] == list(ARCHITECTURES)
     registered = {c.name: c for c in xai_plugins.list_components("canonizer") if c.plugin == "canonizers"}
     assert set(registered) == set(table)

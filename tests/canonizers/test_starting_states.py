@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tests.canonizers.helpers import draw_batchnorm
+from tests.support.batchnorm import draw_batchnorm
 from tests.support.canonizers import FAMILY_BUILDERS, FLOAT32_RTOL, assert_restored, relative_change
 from xai_plugins.canonizers import SubmoduleCanonizer, TrainingModeWarning, canonizers_for
 from xai_plugins.conformance.state import snapshot

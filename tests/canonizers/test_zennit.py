@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.canonizers.helpers import batchnorms, calibrate_batchnorm, randomize_batchnorm
+from tests.support.batchnorm import batchnorms, calibrate_batchnorm, randomize_batchnorm
 from tests.support.canonizers import assert_same, small_vgg
 from xai_plugins.canonizers.batchnorm import MergeBatchNormPreceding
 from xai_plugins.canonizers.modules import Gate, Sum

@@ -28,7 +28,7 @@ def test_report_has_a_number_or_an_error_per_method_and_pair():
 
 
 def test_command_rejects_bad_kwargs(tmp_path, capsys):
-    code = invariance_cli.main(["--output", str(tmp_path), "--attributor-kwargs", "x=[1]", "--quiet"])
+    code = invariance_cli.main(["--output-dir", str(tmp_path), "--attributor-kwargs", "x=[1]", "--no-progress"])
     assert code == 2
     assert "expected NAME={json object}" in capsys.readouterr().err
     assert not (tmp_path / "invariance.json").exists()

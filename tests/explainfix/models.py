@@ -118,19 +118,6 @@ class Untraceable(nn.Module):
         return self.fc(self.gate(self.stem(x)).mean((2, 3)))
 
 
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random running statistics and affine parameters, so batch norms are not near the identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    return model
-
-
 def assert_unchanged(model: nn.Module, before: ModelState) -> None:
     """Assert ``model`` matches a :func:`snapshot` exactly (the conformance suite's full snapshot)."""
     assert diff_states(before, snapshot(model)) == []

@@ -114,3 +114,9 @@ def test_guided_steering_from_a_model_and_unknown_kernel_error():
 def test_initializers_reject_shapes_that_are_not_spatial_filter_banks(shape):
     with pytest.raises(ValueError, match="shape|spatial"):
         dct_steered(shape)
+
+
+@pytest.mark.parametrize("shape", [0, -3, (3, 0), ()])
+def test_dct_basis_rejects_empty_or_non_positive_shapes(shape):
+    with pytest.raises(ValueError, match="a kernel shape needs one or more positive sizes"):
+        dct_basis(shape)

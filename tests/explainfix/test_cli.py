@@ -12,7 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::xai_plugins.registry.PluginWarn
 def test_explainfix_command_fixes_a_torchvision_model_and_writes_the_plot(tmp_path, capsys):
     pytest.importorskip("torchvision")
     out = tmp_path / "spectra.png"
-    code = main(["explainfix", "--model", "mobilenet_v3_small", "--method", "dct_steered", "--seed", "0",
+    code = main(["explainfix", "--model", "torchvision:mobilenet_v3_small", "--method", "dct_steered", "--seed", "0",
                  "--num-classes", "10", "-o", str(out)])
     text = capsys.readouterr().out
     assert code == 0

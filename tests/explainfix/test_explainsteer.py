@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from tests.support.batchnorm import randomize_batchnorm
 from xai_plugins.explainfix import dct_basis, explain_steer, fix_spatial_filters, plot_spectra, spatial_convs
 from xai_plugins.explainfix.saliency import default_objective, spatial_filter_saliency
 
-from .models import Net1d, Net3d, NoSpatial, TinyResNet, assert_unchanged, randomize_batchnorm, snapshot
+from .models import Net1d, Net3d, NoSpatial, TinyResNet, assert_unchanged, snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore::xai_plugins.registry.PluginWarning")
 

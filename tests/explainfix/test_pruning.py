@@ -7,6 +7,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.batchnorm import randomize_batchnorm
 from xai_plugins.explainfix import (
     NoSpatialConvError,
     PruneError,
@@ -15,7 +16,7 @@ from xai_plugins.explainfix import (
     spatial_convs,
 )
 
-from .models import Net1d, NoSpatial, TinyResNet, Untraceable, assert_unchanged, randomize_batchnorm, snapshot
+from .models import Net1d, NoSpatial, TinyResNet, Untraceable, assert_unchanged, snapshot
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:

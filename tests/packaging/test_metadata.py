@@ -1,6 +1,6 @@
-"""Metadata of the four distributions: PEP 639 license with the LICENSE file, classifiers, URLs, a readme each,
-one version per release across them (the extras and pins name that same version), ``py.typed`` in every
-package, and the lazy exports mirrored in ``TYPE_CHECKING`` imports so type checkers see them."""
+"""Metadata of the four distributions: PEP 639 license with the LICENSE file, classifiers, the same (real) URLs,
+a readme each, one version per release across them (the extras and pins name that same version), ``py.typed``
+in every package, and the lazy exports mirrored in ``TYPE_CHECKING`` imports so type checkers see them."""
 
 from __future__ import annotations
 
@@ -37,11 +37,24 @@ def test_distribution_metadata_is_complete(name):
     assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
     assert not any(c.startswith("License ::") for c in meta["classifiers"])  # PEP 639: the expression only
     assert "Typing :: Typed" in meta["classifiers"]
-    assert {"Homepage", "Documentation", "Repository", "Changelog"} <= set(meta["urls"])
     readme = directory / meta["readme"]
     assert readme.is_file() and len(readme.read_text()) > 200
     assert (directory / package / "py.typed").is_file()
     assert not re.search(r"\]\((?!https?://|#)[^)]+\)", readme.read_text()), "relative links break on the index"
+
+
+PROJECT_URLS: dict[str, str] = {}
+"""The project's public addresses. No public repository or documentation site exists yet, so there are none:
+invented addresses are dead links on the index page. Add the real ones here and to every pyproject together."""
+
+
+def test_project_urls_are_the_same_in_every_distribution_and_none_is_invented():
+    for name, (directory, _) in DISTRIBUTIONS.items():
+        assert project(name).get("urls", {}) == PROJECT_URLS, name
+        own = re.findall(r"https?://[^\s)\"']*xai-plugins[^\s)\"']*", (directory / project(name)["readme"]).read_text())
+        assert all(any(url.startswith(u) for u in PROJECT_URLS.values()) for url in own), (name, own)
+    mkdocs = (ROOT / "mkdocs.yml").read_text()
+    assert all(url in PROJECT_URLS.values() for url in re.findall(r"^(?:repo|site)_url: (\S+)", mkdocs, flags=re.M))
 
 
 def test_one_version_across_distributions_pins_and_extras():

@@ -183,6 +183,8 @@ def demo_figure(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, 
                 continue
             if panel.captions is not None:
                 ax.set_xlabel(panel.captions[i], fontsize=6, labelpad=1)
+            if panel.maps is None:
+                raise ValueError(f"panel {panel.title!r} has neither an error, an RGBA image nor maps")
             heat = panel.maps[i]
             if panel.is_mask:
                 ax.imshow(images[i].permute(1, 2, 0).numpy() * 0.5)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xai_plugins.cli_options import add_no_progress, add_output_dir, add_output_file
 from xai_plugins.hookspecs import Commands
 from xai_plugins_workbench.cli_help import DefaultsFormatter, LazyChoices
 
@@ -27,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _threads(args)
     from xai_plugins_workbench.demo import run_demo
 
-    result = run_demo(Path(args.out), images=args.images, metric_images=args.metric_images, seed=args.seed,
+    result = run_demo(Path(args.output_dir), images=args.images, metric_images=args.metric_images, seed=args.seed,
                       progress=not args.no_progress)
     print(f"figure:  {result.figure.resolve()}")
     print(f"report:  {result.report.resolve()}")
@@ -53,7 +54,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.methods:
         settings.methods = args.methods
     rows = evaluate(settings, progress=not args.no_progress)
-    paths = write_report(rows, settings, Path(args.out))
+    paths = write_report(rows, settings, Path(args.output_dir))
     print(paths["markdown"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path.resolve()}")
@@ -71,7 +72,7 @@ def _evaluate_relational(args: argparse.Namespace) -> int:
 
     rows = evaluate_relational(load(args.checkpoint_dir), images=args.images, seed=args.seed,
                                batch_size=args.batch_size, size=recipe_of(args.checkpoint_dir).size)
-    out = Path(args.out)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = f"# Relational benchmark on {args.images} Sort-of-CLEVR test scenes (seed {args.seed})\n\n" + \
         markdown(rows) + "\n"
@@ -154,6 +155,11 @@ def _size(text: str) -> int:
     return value
 
 
+def _checkpoint_recipe(text: str) -> str:
+    """``checkpoint:RECIPE`` or ``RECIPE`` -> ``RECIPE``: the form ``explain --model`` takes for the same models."""
+    return text.removeprefix("checkpoint:")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """LRP composite hyperparameter search; prints the ranked table and writes it as JSON."""
     _threads(args)
@@ -164,12 +170,12 @@ def cmd_search(args: argparse.Namespace) -> int:
                     backend=args.backend, progress=not args.no_progress)
     print(result.markdown())
     print(f"best: {result.best.config} -> {result.objective} {result.best.score:.4f}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"objective": result.objective,
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"objective": result.objective,
                                               "trials": [{"config": t.config, "score": t.score}
                                                          for t in result.trials]}, indent=2) + "\n")
-        print(f"trials: {Path(args.out).resolve()}")
+        print(f"trials: {Path(args.output).resolve()}")
     return 0
 
 
@@ -182,11 +188,11 @@ def register_commands(subparsers: Commands) -> None:
         description="Explain the benchmark checkpoints shipped in the package with every family (canonized LRP "
                     "in Zennit and Captum, B-cos, extremal perturbations, ExplainFix) on the digits-on-canvas "
                     "data; write a figure, an HTML report and the metric table.", formatter_class=DefaultsFormatter)
-    p.add_argument("-o", "--out", default="out/demo", help="output directory")
+    add_output_dir(p, "out/demo", "directory for the figure, the HTML report and the metric table")
     p.add_argument("--images", type=int, default=4, help="images in the figure")
     p.add_argument("--metric-images", type=int, default=16, help="images for the metric table")
     p.add_argument("--seed", type=int, default=0, help="random seed of the image selection")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_demo)
 
@@ -195,7 +201,7 @@ def register_commands(subparsers: Commands) -> None:
         description="Score explanation methods on the benchmark checkpoints against the ground truth of the "
                     "digits-on-canvas data; write a markdown table, JSON and a plot.",
         formatter_class=DefaultsFormatter)
-    p.add_argument("-o", "--out", default="out/evaluate", help="output directory")
+    add_output_dir(p, "out/evaluate", "directory for results.md, results.json and results.png")
     p.add_argument("--dataset", choices=LazyChoices("xai_plugins_workbench.evaluate:DATASET_CHOICES"),
                    default="digits", metavar="DATASET",
                    help="ground truth: digits on a dark canvas, on textured backgrounds, or the relational "
@@ -213,7 +219,7 @@ def register_commands(subparsers: Commands) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--metrics-backend", choices=("quantus", "torch"), default="quantus",
                    help="compute the metrics Quantus has through Quantus, or our batched torch ones")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_evaluate)
 
@@ -239,7 +245,7 @@ def register_commands(subparsers: Commands) -> None:
     p.add_argument("--normalize", default="auto", choices=("auto", "imagenet", "none"),
                    help="input normalisation; auto: ImageNet statistics, or the model's own input encoding "
                         "(B-cos [x, 1-x]) where its plugin declares one")
-    p.add_argument("-o", "--output", default="explanation.png", help="output PNG file")
+    add_output_file(p, "explanation.png", "output PNG file")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_explain)
 
@@ -248,8 +254,11 @@ def register_commands(subparsers: Commands) -> None:
         description="Grid search over the gamma of each layer group of a Zennit LRP composite, with and without "
                     "canonizers, scored by a ground-truth metric on a benchmark checkpoint; prints the ranked "
                     "table.", formatter_class=DefaultsFormatter)
-    p.add_argument("--model", default="resnet", choices=LazyChoices("xai_plugins_workbench.methods:BN_RECIPES"),
-                   metavar="MODEL", help="benchmark checkpoint: %(choices)s")
+    p.add_argument("--model", default="checkpoint:resnet",
+                   choices=LazyChoices("xai_plugins_workbench.methods:BN_RECIPES"),
+                   type=_checkpoint_recipe, metavar="checkpoint:RECIPE",
+                   help="benchmark checkpoint, as explain's --model checkpoint:RECIPE (the prefix may be left "
+                        "out): %(choices)s")
     p.add_argument("--metric", default="mass_accuracy", choices=LazyChoices("xai_plugins_workbench.search:OBJECTIVES"),
                    metavar="METRIC", help="objective to maximise: %(choices)s")
     p.add_argument("--gammas", nargs="+", type=float, default=[0.0, 0.25, 1.0], help="gamma values per group")
@@ -258,7 +267,7 @@ def register_commands(subparsers: Commands) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="ray: Ray Tune (extra 'distributed'); runs on a cluster if Ray is connected to one")
-    p.add_argument("-o", "--out", help="write the ranked trials as JSON to this file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_file(p, None, "write the ranked trials as JSON to this file")
+    add_no_progress(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_search)

@@ -206,7 +206,7 @@ def _cell(value: float | str, errors: list[str]) -> str:
     return text if value <= TOLERANCE else f"**{text}**"
 
 
-def as_markdown(report: Report, command: str = "xai-plugins invariance --output docs") -> str:
+def as_markdown(report: Report, command: str = "xai-plugins invariance --output-dir docs") -> str:
     """The report as the markdown page ``docs/invariance.md``; ``command`` is how it was generated."""
     data = as_json(report)
     errors: list[str] = []

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xai_plugins.cli_options import add_no_progress, add_output_dir
 from xai_plugins.hookspecs import Commands
 
 
@@ -24,10 +25,10 @@ def register_commands(subparsers: Commands) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the command."""
-    p.add_argument("--output", "-o", default=".", help="directory for invariance.md and invariance.json")
+    add_output_dir(p, ".", "directory for invariance.md and invariance.json")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (weights and inputs) per pair")
     p.add_argument("--no-ours", action="store_true", help="only the Captum and Zennit baselines")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.add_argument("--attributor-kwargs", action="append", default=[], metavar="NAME=JSON",
                    help="keyword arguments for one of our attributors, e.g. 'extremal_perturbation={\"max_iter\": 20}' "
                         "(default: its example_kwargs metadata); repeatable")
@@ -51,11 +52,11 @@ def cmd_invariance(args: argparse.Namespace) -> int:
             print(f"xai-plugins: error: --attributor-kwargs {item!r}: expected NAME={{json object}}", file=sys.stderr)
             return 2
         overrides[name] = value
-    out = Path(args.output)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = run(methods(include_ours=not args.no_ours, kwargs=overrides), seeds=args.seeds,
-                 progress=not args.quiet)
-    command = " ".join(["xai-plugins invariance", f"--output {args.output}", f"--seeds {args.seeds}",
+                 progress=not args.no_progress)
+    command = " ".join(["xai-plugins invariance", f"--output-dir {args.output_dir}", f"--seeds {args.seeds}",
                         *(f"--attributor-kwargs '{item}'" for item in args.attributor_kwargs)])
     (out / "invariance.md").write_text(as_markdown(report, command))
     (out / "invariance.json").write_text(json.dumps(as_json(report), indent=2) + "\n")

@@ -94,7 +94,7 @@ def search(model_name: str, configs: Sequence[dict[str, Any]], *, metric: str = 
     ``backend="local"`` loops in this process; ``backend="ray"`` runs a Ray Tune grid search (``ray[tune]``,
     extra ``distributed``), starting a local Ray instance unless one is initialised already.
     """
-    kwargs = {"model_name": model_name, "metric": metric, "images": images, "seed": seed,
+    kwargs: dict[str, Any] = {"model_name": model_name, "metric": metric, "images": images, "seed": seed,
               "checkpoint_dir": checkpoint_dir}
     if not configs:
         raise ValueError("the search grid is empty; pass at least one configuration")
@@ -143,9 +143,10 @@ def _ray_search(configs: Sequence[dict[str, Any]], kwargs: dict[str, Any],
                            tune_config=tune.TuneConfig(metric="score", mode="max"), run_config=run_config)
         results = tuner.fit()
         trials = []
-        for result in results:
-            if result.error:
-                raise RuntimeError(f"a Ray Tune trial failed: {result.error}")
+        for index in range(len(results)):
+            result = results[index]
+            if result.error or result.config is None or result.metrics is None:
+                raise RuntimeError(f"a Ray Tune trial failed: {result.error or 'it reported no score'}")
             trials.append(Trial(dict(zip(keys, result.config["point"])), float(result.metrics["score"])))
         return trials
     finally:

@@ -7,6 +7,8 @@ key rename (:mod:`xai_plugins.bcos.authors`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -87,8 +89,8 @@ class BcosDenseNet(nn.Module):
         return self.logit_layer(self.avgpool(self.classifier(self.features(x))).flatten(1))
 
 
-def _densenet(growth: int, blocks: tuple[int, ...], init_features: int, kwargs: dict[str, object]) -> BcosDenseNet:
-    settings: dict[str, object] = {"growth": growth, "blocks": blocks, "init_features": init_features, **kwargs}
+def _densenet(growth: int, blocks: tuple[int, ...], init_features: int, kwargs: dict[str, Any]) -> BcosDenseNet:
+    settings: dict[str, Any] = {"growth": growth, "blocks": blocks, "init_features": init_features, **kwargs}
     return BcosDenseNet(**settings)
 
 

@@ -24,7 +24,7 @@ class Detachable:
         self.explanation = bool(active)
 
 
-def detachable_modules(model: nn.Module) -> list[nn.Module]:
+def detachable_modules(model: nn.Module) -> list[Detachable]:
     """All modules of ``model`` (itself included) that have an explanation mode."""
     return [m for m in model.modules() if isinstance(m, Detachable)]
 

@@ -31,6 +31,9 @@ class BatchNormUncentered2d(Detachable, nn.Module):
     ``running_var``, so in eval mode the layer is a fixed per-channel scaling.
     """
 
+    running_var: Tensor
+    num_batches_tracked: Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> None:
         super().__init__()
         self.num_features = num_features

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from xai_plugins.bcos.layers import BcosConv2d, LogitLayer
@@ -52,6 +54,6 @@ class StandardSimpleCNN(nn.Module):
         return self.avgpool(self.classifier(self.features(x))).flatten(1)
 
 
-def bcos_simple_cnn(**kwargs: object) -> BcosSimpleCNN:
+def bcos_simple_cnn(**kwargs: Any) -> BcosSimpleCNN:
     """A small B-cos CNN for small images (digits, CIFAR-sized inputs)."""
     return BcosSimpleCNN(**kwargs)

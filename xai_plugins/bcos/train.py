@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -152,9 +153,11 @@ def fit(model: nn.Module, train_set: Dataset, *, epochs: int, lr: float, batch_s
     total = max(1, epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: _lr_factor(recipe, step, steps_per_epoch, epochs))
-    clip = None
+    clip: Callable[..., Any] | None = None
     if recipe.clip_factor is not None:
-        from timm.utils.agc import adaptive_clip_grad as clip
+        from timm.utils.agc import adaptive_clip_grad
+
+        clip = adaptive_clip_grad
     loss_fn = _loss_fn(encode, recipe.loss)
     model.train()
     losses, step = [], 0
@@ -309,9 +312,12 @@ def compare_bcosification(epochs: int = 3, pretrain_epochs: int = 3, size: int =
         torch.manual_seed(seed)
         model = to_bcos(copy.deepcopy(standard), b=2, remove_biases=True, variant=variant)
         curve = [accuracy(model, test_set, encode=True)]
+
+        def record(_: int, m: nn.Module = model, c: list[float] = curve) -> None:
+            c.append(accuracy(m, test_set, encode=True))
+
         bcosify_finetune(model, train_set, epochs=epochs, b=2.0, lr=lr, batch_size=batch_size, seed=seed,
-                         recipe=recipe,
-                         on_epoch=lambda _, m=model, c=curve: c.append(accuracy(m, test_set, encode=True)))
+                         recipe=recipe, on_epoch=record)
         results.append(BcosificationRun(variant, recipe, curve))
     return standard_accuracy, results
 

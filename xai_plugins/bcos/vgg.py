@@ -6,6 +6,8 @@ before global average pooling, so the model accepts any input size.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from xai_plugins.bcos.layers import BcosConv2d, LogitLayer
@@ -50,21 +52,21 @@ class BcosVGG(nn.Module):
         return self.logit_layer(self.avgpool(self.classifier(self.features(x))).flatten(1))
 
 
-def bcos_vgg11(**kwargs: object) -> BcosVGG:
+def bcos_vgg11(**kwargs: Any) -> BcosVGG:
     """B-cos VGG-11 with uncentered batch norms (the authors' ``vgg11_bnu``; Böhle et al., B-cos v2)."""
     return BcosVGG(VGG_LAYOUTS[11], **kwargs)
 
 
-def bcos_vgg13(**kwargs: object) -> BcosVGG:
+def bcos_vgg13(**kwargs: Any) -> BcosVGG:
     """B-cos VGG-13 with uncentered batch norms (the authors' ``vgg13_bnu``)."""
     return BcosVGG(VGG_LAYOUTS[13], **kwargs)
 
 
-def bcos_vgg16(**kwargs: object) -> BcosVGG:
+def bcos_vgg16(**kwargs: Any) -> BcosVGG:
     """B-cos VGG-16 with uncentered batch norms (the authors' ``vgg16_bnu``)."""
     return BcosVGG(VGG_LAYOUTS[16], **kwargs)
 
 
-def bcos_vgg19(**kwargs: object) -> BcosVGG:
+def bcos_vgg19(**kwargs: Any) -> BcosVGG:
     """B-cos VGG-19 with uncentered batch norms (the authors' ``vgg19_bnu``)."""
     return BcosVGG(VGG_LAYOUTS[19], **kwargs)

@@ -15,6 +15,8 @@ logit minus the logit bias minus the embedding's own contribution ``W(x) · pe``
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -171,7 +173,9 @@ class BcosViT(nn.Sequential):
 def positional_contribution(model: BcosViT, inputs: Tensor, target: Tensor) -> Tensor:
     """``W(x)[target] · pe`` per sample: what the constant positional embedding adds to the target logit (the
     part of ``logit - logit bias`` the input contributions do not explain)."""
-    body: SimpleViT = model[0]
+    body = model[0]
+    if not isinstance(body, SimpleViT):
+        raise TypeError(f"positional_contribution needs a BcosViT (SimpleViT body), got {type(body).__name__}")
     from xai_plugins.bcos.mode import explanation_mode
 
     with explanation_mode(model), torch.enable_grad():
@@ -182,8 +186,8 @@ def positional_contribution(model: BcosViT, inputs: Tensor, target: Tensor) -> T
     return (weights * pe.detach()).flatten(1).sum(1)
 
 
-def _vit(size: str, patch_size: int, conv_stem: bool, kwargs: dict[str, object]) -> BcosViT:
-    settings: dict[str, object] = {"size": size, "patch_size": patch_size, "conv_stem": conv_stem, **kwargs}
+def _vit(size: str, patch_size: int, conv_stem: bool, kwargs: dict[str, Any]) -> BcosViT:
+    settings: dict[str, Any] = {"size": size, "patch_size": patch_size, "conv_stem": conv_stem, **kwargs}
     return BcosViT(**settings)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xai_plugins.cli_models import MODEL_FORMS, build_model
+from xai_plugins.cli_output import table, wrap
 from xai_plugins.hookspecs import Commands
 
 __all__ = ["build_model", "register_commands", "run"]
@@ -17,36 +19,12 @@ def register_commands(subparsers: Commands) -> None:
                     "canonization from the torch.fx graph and print the table of merged BatchNorms, explicit "
                     "modules and what is left for LRP as it is; exits with 1 if the model cannot be canonized.")
     p.add_argument("--model", default="torchvision:resnet18",
-                   help="torchvision:NAME (a torchvision.models builder) or timm:NAME (default: "
-                        "torchvision:resnet18)")
+                   help=f"{MODEL_FORMS} (default: torchvision:resnet18)")
     p.add_argument("--input-size", type=int, default=None,
                    help="spatial size of the probe input (default: inferred, the first of 64, 128, 224, 299 "
                         "the model accepts)")
     p.add_argument("--num-classes", type=int, default=10, help="classes of the model head (default: 10)")
     p.set_defaults(func=run)
-
-
-def build_model(spec: str, num_classes: int = 10):
-    """The model named ``torchvision:NAME`` or ``timm:NAME``, random weights, eval mode."""
-    from xai_plugins.cli import UsageError
-
-    source, _, name = spec.partition(":")
-    if source == "torchvision":
-        import torchvision
-
-        names = torchvision.models.list_models(module=torchvision.models)
-        if name not in names:
-            raise UsageError(f"unknown torchvision model {name!r}; classification models: {', '.join(names)}")
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes).eval()
-    if source == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise UsageError("timm is not installed; pip install timm") from None
-        if name not in timm.list_models():
-            raise UsageError(f"unknown timm model {name!r}; see timm.list_models()")
-        return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-    raise UsageError(f"--model must be torchvision:NAME or timm:NAME, got {spec!r}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,9 +34,14 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.num_classes)
     shape = None
     if args.input_size is not None:
-        first = next(m for m in model.modules() if hasattr(m, "in_channels"))
+        from torch import nn
+
+        first = next(m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
         shape = (1, first.in_channels, args.input_size, args.input_size)
-    table = explain_canonization(model, shape)
-    print(f"{args.model}: {type(model).__name__}")
-    print(table)
-    return 1 if table.counts().get("unsupported") else 0
+    plan = explain_canonization(model, shape)
+    counts = plan.counts()
+    print(wrap(f"{args.model}: {type(model).__name__}"))
+    print(table([(row.action, row.node, row.module, row.detail) for row in plan],
+                ["action", "node", "module", "detail"]))
+    print(wrap(f"({', '.join(f'{n} {action}' for action, n in counts.items()) or 'nothing to do'})"))
+    return 1 if counts.get("unsupported") else 0

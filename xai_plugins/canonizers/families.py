@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BUILTIN_CANONIZERS", "BuiltinCanonizer", "builtin_canonizers"]
+__all__ = ["BUILTIN_CANONIZERS", "BuiltinCanonizer"]
 
 
 @dataclass(frozen=True)
@@ -164,8 +164,3 @@ BUILTIN_CANONIZERS: tuple[BuiltinCanonizer, ...] = (
 )
 """Every built-in canonizer, in matching order; ``default=False`` marks a variant ``canonizers_for`` does not
 pick (it is used explicitly)."""
-
-
-def builtin_canonizers() -> tuple[BuiltinCanonizer, ...]:
-    """Every built-in canonizer (:data:`BUILTIN_CANONIZERS`)."""
-    return BUILTIN_CANONIZERS

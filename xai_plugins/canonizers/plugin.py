@@ -18,9 +18,9 @@ _RN = "xai_plugins.canonizers.relation_network"
 
 @hookimpl
 def xai_register_canonizers(register: Register) -> None:
-    from xai_plugins.canonizers.families import builtin_canonizers
+    from xai_plugins.canonizers.families import BUILTIN_CANONIZERS
 
-    for entry in builtin_canonizers():
+    for entry in BUILTIN_CANONIZERS:
         metadata = {"architecture": entry.name, **entry.extra} if entry.model_type else dict(entry.extra)
         register(entry.name, entry.target, summary=entry.summary, paper=PAPER,
                  model_types=(entry.model_type,) if entry.model_type else (), family="canonizers", **metadata)

@@ -28,7 +28,7 @@ from typing import Any
 from torch import nn
 
 from xai_plugins.canonizers.base import Canonizer
-from xai_plugins.canonizers.families import BuiltinCanonizer, builtin_canonizers
+from xai_plugins.canonizers.families import BUILTIN_CANONIZERS, BuiltinCanonizer
 
 __all__ = ["CanonizerConflictWarning", "SubmoduleCanonizer", "canonizers_for", "families"]
 
@@ -45,7 +45,7 @@ class CanonizerConflictWarning(UserWarning):
 
 def families() -> tuple[BuiltinCanonizer, ...]:
     """The built-in model families ``canonizers_for`` recognises, in matching order (also as ``FAMILIES``)."""
-    return tuple(entry for entry in builtin_canonizers() if entry.model_type and entry.default)
+    return tuple(entry for entry in BUILTIN_CANONIZERS if entry.model_type and entry.default)
 
 
 def __getattr__(name: str) -> Any:
@@ -93,7 +93,7 @@ def _candidates() -> list[_Candidate]:
 
     found = [_Candidate(entry.name, BUILTIN_PLUGIN, (entry.model_type,), _loader(entry.load), entry)
              for entry in families()]
-    targets = {entry.target for entry in builtin_canonizers()}
+    targets = {entry.target for entry in BUILTIN_CANONIZERS}
     for component in list_components("canonizer"):
         if not component.model_types or _target(component.target) in targets:
             continue

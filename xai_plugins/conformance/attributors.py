@@ -202,11 +202,12 @@ def check_restores_on_error(component: Component) -> str:
 
 def _caused_by_injection(exc: BaseException) -> bool:
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, InjectedFailure) or "injected failure" in str(exc):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, InjectedFailure) or "injected failure" in str(link):
             return True
-        exc = exc.__cause__ or exc.__context__
+        link = link.__cause__ or link.__context__
     return False
 
 

@@ -152,7 +152,7 @@ _MODULE_DICTS = ("_parameters", "_buffers", "_modules")
 
 def _memory_start(tensor: torch.Tensor) -> int:
     """Address of the start of the memory ``tensor`` views (the same for every view of one tensor)."""
-    return tensor.data_ptr() - tensor.storage_offset() * tensor.element_size()
+    return int(tensor.data_ptr() - tensor.storage_offset() * tensor.element_size())
 
 
 class _MutationCounter:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 
 from xai_plugins.hookspecs import Commands
 from xai_plugins.registry import KINDS
 
 STATUS_MARK = {"pass": "ok", "fail": "FAIL", "skip": "skip"}
+MESSAGE_CHARS = 90
+"""A message longer than this is cut in the table (and shown whole, wrapped, under it when its check failed)."""
 
 
 def register_commands(subparsers: Commands) -> None:
@@ -30,13 +31,10 @@ def register_commands(subparsers: Commands) -> None:
     p.set_defaults(func=cmd_check)
 
 
-def _wrap(text: str, width: int = 100) -> str:
-    return "\n".join(textwrap.wrap(text, width)) if text else ""
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the suite on the plugin's components; print a table (or JSON); 0 ok, 1 failures, 2 usage error."""
-    from xai_plugins.cli import UsageError, _table
+    from xai_plugins.cli import UsageError
+    from xai_plugins.cli_output import table, wrap
     from xai_plugins.conformance.suite import _registry, checks_for, run_checks, select_components
 
     registry = _registry(None)
@@ -72,11 +70,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1 if failures else 0
     rows = [[r.component, r.check, STATUS_MARK[r.status],
              r.message if (args.verbose or r.status != "pass") else ""] for r in results]
-    print(_table([[a, b, c, (d[:90] + " ...") if len(d) > 94 else d] for a, b, c, d in rows],
-                 ["component", "check", "result", "message"]))
+    print(table([[a, b, c, (d[:MESSAGE_CHARS] + " ...") if len(d) > MESSAGE_CHARS + 4 else d] for a, b, c, d in rows],
+                ["component", "check", "result", "message"]))
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
-    print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped "
-          f"({len(components)} components of plugin {args.plugin!r})")
+    print()
+    print(wrap(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped "
+               f"({len(components)} components of plugin {args.plugin!r})"))
     for r in failures:
-        print(f"\nFAIL {r.component} {r.check}:\n{textwrap.indent(_wrap(r.message), '  ')}")
+        print(f"\nFAIL {r.component} {r.check}:\n{wrap(r.message, indent='  ', hanging='  ')}")
     return 1 if failures else 0

@@ -53,7 +53,8 @@ def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> nn.Modu
     into a neighbour is a real test (fresh statistics make BatchNorm nearly the identity)."""
     with torch.no_grad():
         for mod in model.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None \
+                    and mod.running_var is not None:
                 n = mod.num_features
                 mod.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
                 mod.running_var.copy_(torch.rand(n, generator=generator) * 0.8 + 0.6)

@@ -116,15 +116,16 @@ def diff_states(before: ModelState, after: ModelState) -> list[str]:
             lines.append(f".grad of '{name}' changed: {_tensor_diff(grad, grad2)}")
     for name in after.params.keys() - before.params.keys():
         lines.append(f"parameter '{name}' was added")
-    for name, value in before.buffers.items():
+    for name, buffer in before.buffers.items():
         if name not in after.buffers:
             lines.append(f"buffer '{name}' is gone")
             continue
-        value2 = after.buffers[name]
-        if (value is None) != (value2 is None):
-            lines.append(f"buffer '{name}' changed between None and a tensor")
-        elif value is not None and _tensor_diff(value, value2):
-            lines.append(f"buffer '{name}' changed: {_tensor_diff(value, value2)}")
+        buffer2 = after.buffers[name]
+        if buffer is None or buffer2 is None:
+            if (buffer is None) != (buffer2 is None):
+                lines.append(f"buffer '{name}' changed between None and a tensor")
+        elif _tensor_diff(buffer, buffer2):
+            lines.append(f"buffer '{name}' changed: {_tensor_diff(buffer, buffer2)}")
     for name in after.buffers.keys() - before.buffers.keys():
         lines.append(f"buffer '{name}' was added")
     flipped = [n for n, t in before.training.items() if n in after.training and after.training[n] != t]

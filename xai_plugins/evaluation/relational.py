@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xai_plugins.cli_options import add_output_dir
 from xai_plugins.evaluation.sort_of_clevr import ANSWERS, QUESTION_DIM, SortOfClevr
 
 __all__ = ["RelationalRecipe", "RECIPE", "accuracy", "bound_to_question", "build", "load", "recipe_of", "train"]
@@ -116,7 +117,7 @@ def _directory(directory: Path | None) -> Path:
     directory = Path(directory) if directory is not None else CHECKPOINT_DIR
     if not (directory / f"{CHECKPOINT}.safetensors").is_file():
         raise FileNotFoundError(f"no trained Relation Network in {directory}; train one with 'python -m "
-                                "xai_plugins.evaluation.relational train --out DIR' and pass that directory")
+                                "xai_plugins.evaluation.relational train --output-dir DIR' and pass that directory")
     return directory
 
 
@@ -158,12 +159,12 @@ def bound_to_question(model: nn.Module, questions: Tensor) -> QuestionBound:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``train [--samples N] [--out DIR]`` or ``evaluate [--samples N]``."""
+    """``train [--samples N] [--output-dir DIR]`` or ``evaluate [--samples N]``."""
     parser = argparse.ArgumentParser(prog="python -m xai_plugins.evaluation.relational", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train the benchmark Relation Network and write its checkpoint")
     p.add_argument("--samples", type=int, default=RECIPE.samples, help=f"training scenes (default {RECIPE.samples})")
-    p.add_argument("--out", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
+    add_output_dir(p, None, "checkpoint directory (default: the shipped one)", type=Path)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from xai_plugins.evaluation.training import save_checkpoint
 
     model, record = train(replace(RECIPE, samples=args.samples), progress=True)
-    path = save_checkpoint(model, CHECKPOINT, record, args.out)
+    path = save_checkpoint(model, CHECKPOINT, record, args.output_dir)
     print(f"relation network: test accuracy {record['test_accuracy']} -> {path}")
     return 0
 

@@ -1,7 +1,7 @@
 """Reproduce the shipped checkpoints: ``python -m xai_plugins.evaluation.train_checkpoints [NAME ...]``.
 
 Trains each named recipe (all by default) from its seed and writes ``<name>.safetensors`` and ``<name>.json``
-into ``xai_plugins/evaluation/checkpoints/`` (or ``--out DIR``). A recipe whose family is not installed is
+into ``xai_plugins/evaluation/checkpoints/`` (or ``--output-dir DIR``). A recipe whose family is not installed is
 reported and skipped.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from xai_plugins.cli_options import add_no_progress, add_output_dir
 from xai_plugins.evaluation.training import CHECKPOINT_DIR, RECIPES, save_checkpoint, train
 
 
@@ -22,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"recipes to train (default: all of {', '.join(RECIPES)})")
-    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="output directory")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_output_dir(parser, CHECKPOINT_DIR, "directory for the checkpoints (default: the shipped ones)", type=Path)
+    add_no_progress(parser)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: these small models train fastest on one thread, "
                              "and far faster than on two when the CPU is shared)")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         record["train_seconds"] = round(time.perf_counter() - start, 1)
-        path = save_checkpoint(model, name, record, args.out)
+        path = save_checkpoint(model, name, record, args.output_dir)
         print(f"{name}: test accuracy {record['test_accuracy']:.3f} in {record['train_seconds']} s -> {path}")
     return 1 if failed else 0
 

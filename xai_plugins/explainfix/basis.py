@@ -19,7 +19,7 @@ __all__ = ["basis_frequencies", "dct_basis", "dct_basis_1d", "frequency_order"]
 def _as_shape(shape: int | tuple[int, ...] | torch.Size) -> tuple[int, ...]:
     dims = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
     if not dims or any(s < 1 for s in dims):
-        raise ValueError(f"a kernel shape needs one or more positive sizes, got {tuple(shape)!r}")
+        raise ValueError(f"a kernel shape needs one or more positive sizes, got {dims!r}")
     return dims
 
 

@@ -146,8 +146,8 @@ def fix_spatial_filters(model: nn.Module, method: str | Initializer = "dct_steer
     fixed = 0
     with torch.no_grad():
         for _, conv in convs:
-            weight = new_weights.pop(id(conv.weight), None)
-            if weight is not None:
+            if id(conv.weight) in new_weights:
+                weight = new_weights.pop(id(conv.weight))
                 conv.weight.copy_(weight.to(dtype=conv.weight.dtype, device=conv.weight.device))
                 fixed += conv.weight.numel() + (conv.bias.numel() if conv.bias is not None else 0)
             conv.weight.requires_grad_(False)

@@ -91,8 +91,8 @@ def spatial_filter_saliency(model: nn.Module, loader: Iterable[Any], *, max_batc
     names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
     params = [names[id(conv.weight)] for _, conv in convs]
     unique = list(dict.fromkeys(params))
-    grad_sum: dict[str, torch.Tensor | None] = {n: None for n in unique}
-    taylor_sum: dict[str, torch.Tensor | None] = {n: None for n in unique}
+    grad_sum: dict[str, torch.Tensor] = {}
+    taylor_sum: dict[str, torch.Tensor] = {}
     samples = 0
     with explaining(model, "spatial filter saliency", freeze=False, warn=False):
         weights = dict(model.named_parameters(remove_duplicate=False))
@@ -112,8 +112,8 @@ def spatial_filter_saliency(model: nn.Module, loader: Iterable[Any], *, max_batc
                     zero = torch.zeros(w.shape[:2], dtype=w.dtype, device=w.device)
                     gs = _kernel_l1(g) if gradient else zero
                     ts = _kernel_l1(w * g) if taylor else zero
-                    grad_sum[n] = gs if grad_sum[n] is None else grad_sum[n] + gs
-                    taylor_sum[n] = ts if taylor_sum[n] is None else taylor_sum[n] + ts
+                    grad_sum[n] = grad_sum[n] + gs if n in grad_sum else gs
+                    taylor_sum[n] = taylor_sum[n] + ts if n in taylor_sum else ts
             samples += int(inputs.shape[0])
     if samples == 0:
         raise ValueError("the loader yielded no batches; saliency needs at least one batch of inputs")

@@ -15,7 +15,7 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Any
 
 import torch
@@ -96,6 +96,13 @@ def evaluate(model: nn.Module, loader: DataLoader) -> float:
     return 100.0 * correct / max(total, 1)
 
 
+def _size(dataset: Dataset[Any]) -> int:
+    """Items of a map-style data set (``len``; a data set without one is a TypeError)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no length; pass a map-style data set")
+    return len(dataset)
+
+
 def run_experiment(train_set: Dataset, test_set: Dataset, *, arch: str | Callable[[], nn.Module] = "resnet18",
                    num_classes: int = 10,
                    epochs: int = 6, finetune_epochs: int = 2, prune_fraction: float = 0.9,
@@ -114,7 +121,7 @@ def run_experiment(train_set: Dataset, test_set: Dataset, *, arch: str | Callabl
     name = arch if isinstance(arch, str) else type(base).__name__
     results: dict[str, Any] = {"arch": name, "epochs": epochs, "finetune_epochs": finetune_epochs,
                                "prune_fraction": prune_fraction, "seed": seed,
-                               "train_size": len(train_set), "test_size": len(test_set), "streams": streams}
+                               "train_size": _size(train_set), "test_size": _size(test_set), "streams": streams}
 
     learned = copy.deepcopy(base)
     start = time.perf_counter()
@@ -172,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    train_set: Dataset[Any]
+    test_set: Dataset[Any]
     if args.dataset == "digits":
         train_set, test_set = digits_datasets(args.size, args.seed)
     else:
@@ -180,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_set = DigitsOnCanvas(4000, split="train", seed=args.seed, size=args.size)
         test_set = DigitsOnCanvas(1000, split="test", seed=args.seed, size=args.size)
     if args.train_size is not None:
-        train_set = Subset(train_set, range(min(args.train_size, len(train_set))))
+        train_set = Subset(train_set, range(min(args.train_size, _size(train_set))))
     results = run_experiment(train_set, test_set, arch=args.arch, epochs=args.epochs,
                              finetune_epochs=args.finetune_epochs, prune_fraction=args.prune_fraction,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, streams=args.streams,
