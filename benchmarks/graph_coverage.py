@@ -22,9 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.canonizers.graph_models import TIMM_CI, TORCHVISION_CI, build, input_size  # noqa: E402
-from tests.canonizers.helpers import assert_same, calibrate_batchnorm, randomize_batchnorm, snapshot  # noqa: E402
+from tests.canonizers.helpers import calibrate_batchnorm, randomize_batchnorm  # noqa: E402
 from tests.canonizers.test_graph import _captum_ratio, _zennit_ratio  # noqa: E402
+from tests.support.canonizers import assert_same  # noqa: E402
 from xai_plugins.canonizers.graph import GraphCanonizer, explain_canonization  # noqa: E402
+from xai_plugins.conformance.state import snapshot  # noqa: E402
 
 REFUSED = ("timm:convnext_atto", "timm:vit_tiny_patch16_224", "torchvision:swin_t")
 
