@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.installed
 # numpy, pillow, torch and torchvision are already in the venv).
 ZENNIT_NEXT  := $(VENV)/zennit-1.0.0
 ZENNIT_TESTS := tests/canonizers/test_zennit.py tests/canonizers/test_zennit_releases.py \
-                tests/canonizers/test_lrp_conservation.py
+                tests/canonizers/test_zennit_gradient_composites.py tests/canonizers/test_zennit_rule_theory.py \
+                tests/canonizers/test_lrp_conservation.py tests/test_readme.py::test_readme_zennit_quick_start_runs
 
 .PHONY: setup demo test lint bench docs clean
 

@@ -17,8 +17,8 @@ from xai_plugins.conformance.state import snapshot
 pytest.importorskip("zennit")
 tvm = pytest.importorskip("torchvision.models")
 from zennit.attribution import Gradient  # noqa: E402
-from zennit.composites import EpsilonPlusFlat  # noqa: E402
-from zennit.core import Composite  # noqa: E402
+from zennit.composites import EpsilonPlusFlat, LayerMapComposite  # noqa: E402
+from zennit.rules import Epsilon  # noqa: E402
 
 from xai_plugins_zennit import canonizers_for  # noqa: E402
 from xai_plugins_zennit.canonizers import for_zennit  # noqa: E402
@@ -166,8 +166,9 @@ class _Rules(MergeBatchNormPreceding):
 
 
 def _relevance_of(model: nn.Module, x: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """Relevance with only the rules the canonizer attaches (everything else is the plain gradient)."""
-    composite = Composite(canonizers=[for_zennit(_Rules())])
+    """Relevance with the rules the canonizer attaches and ``Epsilon`` (with bias) on the linear layer, which
+    makes the composite a relevance composite; everything else is the plain gradient."""
+    composite = LayerMapComposite([(nn.Linear, Epsilon())], canonizers=[for_zennit(_Rules())])
     with Gradient(model, composite) as attributor:
         _, relevance = attributor(x, start)
     return relevance

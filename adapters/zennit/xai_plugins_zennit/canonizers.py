@@ -22,11 +22,10 @@ user's own again on ``remove`` (see :class:`~xai_plugins_zennit.compat.Parameter
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from torch import nn
-from zennit.core import RemovableHandleList
+from zennit.core import Hook, RemovableHandleList
 
 from xai_plugins.canonizers import base
 from xai_plugins.canonizers.base import Canonizer
@@ -50,16 +49,25 @@ _MISSING = object()
 
 
 class _ZennitRules:
-    """The Zennit rules of one canonized model: registered by ``attach``, removed by ``detach``."""
+    """The Zennit rules of one canonized model: registered by ``attach``, removed by ``detach``.
+
+    The rules are LRP rules (relevance split by contributions, all relevance to a gate's signal, pass-through
+    thresholds, the conserving completion). Under a composite that puts no LRP rule on the model (Zennit's
+    ``GuidedBackprop`` modifies ReLU gradients only) they would rescale a gradient instead, so before every
+    forward of the model they are switched on only where some other active ``BasicHook`` rule is registered on
+    it (see :func:`~xai_plugins_zennit.compat.relevance_rules_registered`); otherwise the explicit modules pass
+    their plain gradient, and the canonized model's gradient is the original model's.
+    """
 
     def __init__(self, rules: list) -> None:
         self.rules = rules
         self.handles = RemovableHandleList()
+        self.registered: list[Hook] = []
         self.switched: list[tuple[nn.Module, object]] = []
 
-    def attach(self, modules: Iterable[nn.Module]) -> None:
+    def attach(self, root: nn.Module) -> None:
         factories: dict[type, RuleFactory | None] = {}
-        for module in modules:
+        for module in root.modules():
             kind = type(module)
             if kind not in factories:
                 factories[kind] = next((factory for module_type, factory in self.rules
@@ -74,10 +82,22 @@ class _ZennitRules:
             rule = factory(module)
             if rule is not None:
                 self.handles.append(rule.register(module))
+                self.registered.append(rule)
+        if self.registered or self.switched:
+            self.handles.append(root.register_forward_pre_hook(self._select))
+
+    def _select(self, root: nn.Module, args: tuple) -> None:
+        """Forward pre-hook of the model: switch the rules on for a relevance composite, off for a gradient one."""
+        relevance = compat.relevance_rules_registered(root, self.registered)
+        for rule in self.registered:
+            rule.active = relevance
+        for module, _ in self.switched:
+            module.__dict__["pass_through"] = relevance
 
     def detach(self) -> None:
         self.handles.remove()
         self.handles = RemovableHandleList()
+        self.registered = []
         while self.switched:
             module, old = self.switched.pop()
             if old is _MISSING:
@@ -113,7 +133,7 @@ class ZennitCanonizer:
         self._parameters.record(root_module)
         self.canonizer.apply(root_module)
         try:
-            self._attached.attach(root_module.modules())
+            self._attached.attach(root_module)
         except BaseException:
             self.remove()
             raise
@@ -170,7 +190,7 @@ def _zennit_extension(canonizer: Canonizer, model: nn.Module, phase: str) -> _Ex
         parameters.record(model)
         return _ExtensionHandle(_ZennitRules([]), parameters)
     rules = _ZennitRules(host_rules(canonizer, "zennit") + default_rules())
-    rules.attach(model.modules())
+    rules.attach(model)
     return _ExtensionHandle(rules, compat.ParameterIdentity())
 
 

@@ -9,6 +9,8 @@ here:
   the Parameter objects before an attribution and puts the very same objects back afterwards (0.5.1 keeps them).
 - Which Zennit rule a composite registered on a module is not exposed by Zennit; :func:`rules_on` reads it from
   the module's forward hooks (a Zennit ``Hook`` registers its bound ``forward`` method there in both releases).
+- Whether the composite in use is a relevance (LRP) composite: :func:`relevance_rules_registered` looks for its
+  ``BasicHook`` rules the same way.
 - :func:`called_by_zennit` tells whether a canonizer's ``apply`` was called by a Zennit composite (both releases
   call ``canonizer.apply(module)`` directly from ``zennit.core``).
 """
@@ -22,7 +24,8 @@ import torch
 from torch import nn
 from zennit.core import BasicHook, Hook
 
-__all__ = ["SUPPORTED", "ZENNIT_VERSION", "ParameterIdentity", "basic_rule_on", "called_by_zennit", "rules_on"]
+__all__ = ["SUPPORTED", "ZENNIT_VERSION", "ParameterIdentity", "basic_rule_on", "called_by_zennit",
+           "relevance_rules_registered", "rules_on"]
 
 SUPPORTED = ((0, 5, 1), (2, 0, 0))
 """Zennit releases this module was written for: ``SUPPORTED[0] <= version < SUPPORTED[1]``."""
@@ -64,6 +67,15 @@ def basic_rule_on(module: nn.Module, other_than: Hook) -> BasicHook | None:
     ``other_than``: the composite's rule for that layer, or ``None``."""
     rules = [rule for rule in rules_on(module) if rule is not other_than and isinstance(rule, BasicHook)]
     return rules[-1] if rules else None
+
+
+def relevance_rules_registered(model: nn.Module, other_than: list[Hook]) -> bool:
+    """Whether an active ``BasicHook`` rule (an LRP rule: ZPlus, Epsilon, AlphaBeta, Norm, ...) other than those
+    in ``other_than`` is registered on any module of ``model``: a relevance composite is in use, not a gradient
+    one such as ``GuidedBackprop``."""
+    ours = {id(rule) for rule in other_than}
+    return any(isinstance(rule, BasicHook) and rule.active and id(rule) not in ours
+               for module in model.modules() for rule in rules_on(module))
 
 
 def called_by_zennit(depth: int = 2) -> bool:

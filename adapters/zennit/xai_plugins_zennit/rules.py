@@ -29,8 +29,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
-from torch.nn.modules.conv import _ConvNd
 from zennit.core import BasicHook, Hook, ParamMod, stabilize
 from zennit.rules import Epsilon, Pass
 
@@ -83,10 +81,21 @@ class SignalTakesAllRule(Hook):
 
 
 def _linear_map(module: nn.Module, input: Tensor, weight: Tensor) -> Tensor:
-    """The layer's linear map without any bias."""
-    if isinstance(module, _ConvNd):
-        return module._conv_forward(input, weight, None)
-    return F.linear(input, weight)
+    """The layer's linear map with ``weight`` and without any bias.
+
+    Computed with the layer's own ``forward``, so that padding done there (timm's ``Conv2dSame`` pads
+    dynamically) is part of the map: every parameter but ``weight`` is set to zero through Zennit's ``ParamMod``
+    (as Zennit's own rules modify a layer), and what buffers add at zero input (a positional bias) is subtracted.
+    ``forward`` is called directly, so the rules registered as hooks on the layer do not see these calls.
+    """
+    def modifier(param: Tensor, name: str) -> Tensor:
+        return weight if name == "weight" else torch.zeros_like(param, dtype=weight.dtype)
+
+    with ParamMod(modifier, require_params=False)(module) as modified:
+        output = modified.forward(input)
+        if next(module.buffers(recurse=False), None) is not None:
+            output = output - modified.forward(torch.zeros_like(input))
+    return output
 
 
 def _delivered_share(rule: BasicHook, module: nn.Module, x: Tensor) -> Tensor | None:

@@ -1,0 +1,190 @@
+"""Rules that do not conserve by their nature give the share the theory says: Alpha-Beta with biases.
+
+Zennit's ``AlphaBeta(α, β)`` (α − β = 1, both releases) divides the positive contributions of a unit by
+``P = Σ c⁺ + b⁺`` and the negative ones by ``N = Σ c⁻ + b⁻`` (``c = x·w`` per input, ``b⁺ = max(b, 0)``,
+``b⁻ = min(b, 0)``), so a unit passes on the share
+
+    s = α (P − b⁺) / P − β (N − b⁻) / N = 1 − α b⁺ / P + β b⁻ / N
+
+of its relevance: exactly 1 without bias, less than 1 (by α b / P) for a positive bias, more than 1 (by β |b| / |N|)
+for a negative one. Through a network the shares compose: Σ relevance at a layer's input is Σ_k s_k R_k over its
+units, and R_k itself is the previous layer's split. With ``zero_params='bias'`` every share is 1 and the adapter's
+canonized models conserve (``test_lrp_conservation.py``); here the biases are kept and the relevance reaching the
+input must equal what the definitions give, computed independently from the forward pass, in float64, with
+Zennit's stated stabiliser (denominators moved away from zero by ε = 1e-6 with their sign, +ε at zero).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from tests.support.batchnorm import BatchNormDraw, apply, statistics
+from tests.support.canonizers import assert_same
+from xai_plugins.canonizers import MergeBatchNorm
+from xai_plugins.conformance.state import snapshot
+
+pytest.importorskip("zennit")
+from zennit.attribution import Gradient  # noqa: E402
+from zennit.composites import LayerMapComposite  # noqa: E402
+from zennit.rules import AlphaBeta, Pass  # noqa: E402
+
+from xai_plugins_zennit import for_zennit  # noqa: E402
+
+EPSILON = 1e-6
+"""Zennit's default stabiliser of ``AlphaBeta``."""
+FLOAT64 = 1e-9
+"""Bound on |measured − theory| relative to the largest term of the theory (α·|P − b⁺|/|P|, β·|N − b⁻|/|N|,
+summed over units with their relevance): float64 rounding (1.1e-16) amplified by sums over tens of inputs and
+divisions by denominators that can be 1e-6 of their terms is far below it."""
+
+
+def _stabilize(denominator: torch.Tensor) -> torch.Tensor:
+    return denominator + EPSILON * torch.where(denominator >= 0, 1.0, -1.0).to(denominator)
+
+
+def _split(layer: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, relevance: torch.Tensor, alpha: float,
+           beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Alpha-Beta split of ``relevance`` (one row per unit) over the inputs ``x`` of ``layer = (W, b)``, by
+    the rule's definition; also the size of its terms (for the rounding bound)."""
+    weight, bias = layer
+    contributions = x[:, None, :] * weight[None]          # [batch, unit, input]
+    positive, negative = contributions.clamp(min=0), contributions.clamp(max=0)
+    p = _stabilize(positive.sum(-1) + bias.clamp(min=0))
+    n = _stabilize(negative.sum(-1) + bias.clamp(max=0))
+    split = alpha * positive * (relevance / p)[..., None] - beta * negative * (relevance / n)[..., None]
+    size = (alpha * positive.sum(-1) * (relevance / p).abs() - beta * negative.sum(-1) * (relevance / n).abs())
+    return split.sum(1), size
+
+
+def theory(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, target: int, alpha: float,
+           beta: float) -> tuple[float, float]:
+    """Σ input relevance / logit for an MLP (Linear, ReLU, ..., Linear) with ``AlphaBeta`` on every layer and
+    relevance started at one-hot × logit; and the size of the terms that sum to it (relative to the logit)."""
+    inputs, a = [], x
+    for index, (weight, bias) in enumerate(layers):
+        inputs.append(a)
+        a = a @ weight.T + bias
+        if index < len(layers) - 1:
+            a = a.clamp(min=0)
+    logit = a[0, target]
+    relevance = torch.zeros_like(a)
+    relevance[0, target] = logit
+    size = 0.0
+    for layer, x_in in zip(reversed(layers), reversed(inputs)):
+        relevance, terms = _split(layer, x_in, relevance, alpha, beta)
+        size = max(size, float(terms.sum()))
+    return float(relevance.sum() / logit), size / abs(float(logit))
+
+
+def measured(model: nn.Module, x: torch.Tensor, alpha: float, beta: float, canonizers: list | None = None
+             ) -> tuple[float, int]:
+    """Σ relevance / logit from Zennit with ``AlphaBeta(α, β)`` (biases kept) on every Linear layer."""
+    with torch.no_grad():
+        output = model(x)
+    target = int(output[0].argmax())
+    start = torch.zeros_like(output)
+    start[0, target] = output[0, target]
+    composite = LayerMapComposite([(nn.Linear, AlphaBeta(alpha, beta)), (nn.ReLU, Pass())], canonizers=canonizers)
+    with Gradient(model, composite) as attributor:
+        _, relevance = attributor(x, start)
+    return float(relevance.sum() / output[0, target]), target
+
+
+def _mlp(widths: list[int], seed: int, bias_scale: float) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+        linear = nn.Linear(fan_in, fan_out)
+        nn.init.normal_(linear.bias, std=bias_scale)
+        layers.append(linear)
+        if index < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).double().eval()
+
+
+ALPHAS = st.sampled_from([1.0, 2.0, 3.0])
+WIDTHS = st.lists(st.integers(1, 12), min_size=2, max_size=4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(widths=WIDTHS, seed=st.integers(0, 2**16), alpha=ALPHAS, bias_scale=st.sampled_from([0.1, 1.0, 3.0]))
+@example(widths=[4, 1], seed=0, alpha=2.0, bias_scale=1.0)
+def test_alpha_beta_with_biases_passes_on_the_theoretical_share(widths: list[int], seed: int, alpha: float,
+                                                                  bias_scale: float) -> None:
+    """Single layers and MLPs, inputs of both signs, biases of both signs: Σ R_input / logit is the composed
+    share of the definition, not 1 (and not 0)."""
+    model = _mlp(widths, seed, bias_scale)
+    x = torch.randn(1, widths[0], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ratio, target = measured(model, x, alpha, alpha - 1)
+    layers = [(m.weight.detach(), m.bias.detach()) for m in model if isinstance(m, nn.Linear)]
+    expected, size = theory(layers, x, target, alpha, alpha - 1)
+    assert abs(ratio - expected) <= FLOAT64 * max(size, 1.0), f"measured {ratio!r}, theory {expected!r}"
+
+
+def test_single_layer_share_is_the_closed_form() -> None:
+    """One unit, bias b: s = 1 − α b⁺/P + β b⁻/N, above 1 for a negative bias and below 1 for a positive one."""
+    layer = nn.Linear(3, 1).double()
+    x = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.5, 0.25, -1.0]]))   # contributions 1.5, -0.5, -0.5: p = 1.5, n = -1
+    for bias, share in ((0.5, 1 - 2 * 0.5 / 2.0), (-0.25, 1 + 1 * 0.25 / 1.25), (0.0, 1.0)):
+        with torch.no_grad():
+            layer.bias.fill_(bias)
+        p = _stabilize(torch.tensor(1.5 + max(bias, 0.0), dtype=torch.float64)).item()
+        n = _stabilize(torch.tensor(-1.0 + min(bias, 0.0), dtype=torch.float64)).item()
+        exact = 2 * 1.5 / p - 1 * -1.0 / n
+        ratio, _ = measured(layer, x, 2.0, 1.0)
+        assert abs(ratio - exact) <= 1e-12 and abs(exact - share) <= 3e-6, (bias, ratio, share)
+
+
+class _NormedMLP(nn.Module):
+    """Linear → BatchNorm → ReLU twice, then a Linear head: canonizing merges each BatchNorm into its Linear."""
+
+    def __init__(self, widths: list[int]) -> None:
+        super().__init__()
+        hidden = list(zip(widths[:-2], widths[1:-1]))
+        self.body = nn.Sequential(*[module for fan_in, fan_out in hidden
+                                    for module in (nn.Linear(fan_in, fan_out, bias=False), nn.BatchNorm1d(fan_out),
+                                                   nn.ReLU())])
+        self.head = nn.Linear(widths[-2], widths[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _merged_layers(model: _NormedMLP) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The merged (W, b) of each Linear → BatchNorm pair, from the definition of eval-mode BatchNorm."""
+    layers = []
+    modules = list(model.body)
+    for linear, norm in zip(modules[0::3], modules[1::3]):
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        layers.append((linear.weight * scale[:, None], norm.bias - norm.running_mean * scale))
+    layers.append((model.head.weight, model.head.bias))
+    return [(w.detach(), b.detach()) for w, b in layers]
+
+
+@settings(max_examples=15, deadline=None)
+@given(draw=statistics(), widths=st.lists(st.integers(2, 10), min_size=3, max_size=4),
+       alpha=st.sampled_from([2.0, 3.0]))
+@example(draw=BatchNormDraw(mode="uniform", seed=3, mean_scale=2.0, gamma=(-1.5, 1.5), beta_scale=0.3),
+         widths=[5, 6, 3], alpha=2.0)
+def test_canonized_network_with_merged_biases_gives_the_theoretical_share(draw: BatchNormDraw, widths: list[int],
+                                                                          alpha: float) -> None:
+    """BatchNorm merged by the canonizer (``MergeBatchNorm``, from the traced data flow) gives every Linear a
+    bias; Alpha-Beta on the canonized model passes on the share the theory gives for the merged layers (the
+    adapter's conserving completion leaves rules
+    that use biases alone), and the model is restored."""
+    torch.manual_seed(draw.seed)
+    model = apply(_NormedMLP(widths).double(), draw, input=torch.randn(8, widths[0], dtype=torch.float64))
+    x = torch.randn(1, widths[0], generator=torch.Generator().manual_seed(draw.seed), dtype=torch.float64)
+    before = snapshot(model)
+    ratio, target = measured(model, x, alpha, alpha - 1, [for_zennit(MergeBatchNorm())])
+    assert_same(before, snapshot(model))
+    layers = _merged_layers(model)
+    assume(all(bool(bias.any()) for _, bias in layers))
+    expected, size = theory(layers, x, target, alpha, alpha - 1)
+    assert abs(ratio - expected) <= FLOAT64 * max(size, 1.0), f"measured {ratio!r}, theory {expected!r}"
