@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.support.batchnorm import randomize_batchnorm
 from tests.canonizers.test_captum_canonized import assert_same_full, full_snapshot
+from tests.support.batchnorm import randomize_batchnorm
 from tests.support.canonizers import _resnet
 from xai_plugins.canonizers.torchvision_models import ResNetCanonizer
 
