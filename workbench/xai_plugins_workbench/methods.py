@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 from torch import Tensor, nn
 
@@ -51,11 +52,19 @@ def input_x_gradient(model: nn.Module, inputs: Tensor, target: Tensor) -> Tensor
         return InputXGradient(model).attribute(inputs.detach().requires_grad_(True), target=target).detach()
 
 
-def extremal_settings(height: int, width: int) -> dict[str, float]:
+class ExtremalSettings(TypedDict):
+    """Mask scales of :func:`~xai_plugins.extremal.spatial.extremal_perturbation` (keywords of the same name)."""
+
+    step: int
+    sigma: float
+    max_blur: float
+
+
+def extremal_settings(height: int, width: int) -> ExtremalSettings:
     """The demo's mask scales for images of ``height x width``: grid step, bump radius and strongest blur
     proportional to the image (the paper's 224-pixel constants would make one bump larger than a digit)."""
     size = min(height, width)
-    return dict(step=max(2, size // 16), sigma=size / 8, max_blur=size / 8)
+    return ExtremalSettings(step=max(2, size // 16), sigma=size / 8, max_blur=size / 8)
 
 
 def extremal_result(model: nn.Module, inputs: Tensor, target: Tensor, *, area: float = 0.1,

@@ -65,7 +65,8 @@ def linear_map(module: nn.Module, input: Tensor, weight: Tensor) -> Tensor:
         raise TypeError(f"expected a Linear or convolution layer, got {type(module).__name__}")
     if type(module).forward in _PLAIN_CONV_FORWARDS:
         return module._conv_forward(input, weight, None)
-    return functional_call(module, {"weight": weight, "bias": None}, (input,))
+    substitutes: dict[str, Any] = {"weight": weight, "bias": None}
+    return functional_call(module, substitutes, (input,))
 
 
 def _weight(module: nn.Module) -> Tensor:
