@@ -68,9 +68,16 @@ BUILDERS = {
 CONSERVING = {
     "EpsilonPlus": lambda c: zc.EpsilonPlus(zero_params="bias", canonizers=c),
     "EpsilonPlusFlat": lambda c: zc.EpsilonPlusFlat(zero_params="bias", canonizers=c),
+}
+"""Bias-free composites whose every rule passes on exactly the relevance it receives."""
+
+ALPHA_BETA = {
     "EpsilonAlpha2Beta1": lambda c: zc.EpsilonAlpha2Beta1(zero_params="bias", canonizers=c),
     "EpsilonAlpha2Beta1Flat": lambda c: zc.EpsilonAlpha2Beta1Flat(zero_params="bias", canonizers=c),
 }
+"""Bias-free Alpha-Beta: a unit whose contributions all have one sign passes on α (all positive) or −β (all
+negative) of its relevance by the rule's definition, so the sum is conserved only where no relevant unit is
+one-signed (the theory is tested in test_zennit_rule_theory.py); here it must run finite and non-trivial."""
 
 _MODELS: dict[str, nn.Module] = {}
 
@@ -104,6 +111,21 @@ def relevance_ratio(model: nn.Module, x: torch.Tensor, make) -> tuple[float, tor
     return float(relevance.sum() / output[0, target]), relevance
 
 
+def _float64_change(model: nn.Module, x: torch.Tensor, exact: torch.Tensor) -> float:
+    """Relative output change of canonizing the float64 twin of ``model`` (the function, free of float32)."""
+    twin = copy.deepcopy(model).double()
+    canonizers = canonizers_for(twin)
+    for canonizer in canonizers:
+        canonizer.apply(twin)
+    try:
+        with torch.no_grad():
+            canonized = twin(x.double())
+    finally:
+        for canonizer in reversed(canonizers):
+            canonizer.remove()
+    return float((canonized - exact).abs().max() / exact.abs().max())
+
+
 def _input(seed: int, scale: float) -> torch.Tensor:
     return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * scale
 
@@ -112,7 +134,10 @@ def _input(seed: int, scale: float) -> torch.Tensor:
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(draw=statistics(), composite=st.sampled_from(sorted(CONSERVING)), scale=st.sampled_from((0.5, 1.0, 3.0)))
 @example(draw=BatchNormDraw(mode="calibrated", seed=0, gamma=(-1.5, 0.5), near_zero=0.1, beta_scale=0.1),
-         composite="EpsilonAlpha2Beta1", scale=0.5)
+         composite="EpsilonPlus", scale=0.5)
+@example(draw=BatchNormDraw(mode="calibrated", seed=57, log_var=(-0.30103, 0.30103), mean_scale=0.0,
+                            gamma=(-1.5, 0.5), near_zero=0.3, beta_scale=0.0),
+         composite="EpsilonPlusFlat", scale=1.0)  # DenseNet: γ near zero rounds the canonical form to 1.2e-4
 @example(draw=BatchNormDraw(mode="uniform", seed=1, log_var=(-3.0, -2.0), mean_scale=2.0, gamma=(-1.5, 1.5),
                             near_zero=0.3, beta_scale=0.3), composite="EpsilonPlusFlat", scale=3.0)
 def test_canonized_lrp_conserves_on_every_drawn_state(name: str, draw: BatchNormDraw, composite: str,
@@ -139,10 +164,14 @@ def test_canonized_lrp_conserves_on_every_drawn_state(name: str, draw: BatchNorm
     with torch.no_grad():
         exact = copy.deepcopy(model).double()(x.double())
     # float32: the canonized model may round differently from the stock one, but no worse than a few times the
-    # stock model's own float32 error, and within 1e-5 of the output's magnitude wherever that is larger
+    # stock model's own float32 error, and within 1e-5 of the output's magnitude wherever that is larger; where
+    # it rounds worse, the float64 canonization must be exact
     own_error = float((plain.double() - exact).abs().max())
     error = float((canonized.double() - exact).abs().max())
-    assert error <= max(1e-5 * float(exact.abs().max()), 8 * own_error), f"{name}: {error:.3g} vs {own_error:.3g}"
+    if error > max(1e-5 * float(exact.abs().max()), 8 * own_error):
+        # the canonical form can round worse than the stock model (γ near zero scales merged weights far from the
+        # BatchNorm's centred sums): the same draw in float64 shows whether the function changed
+        assert _float64_change(model, x, exact) <= 1e-12, f"{name}: {error:.3g} vs {own_error:.3g} in float32"
     if is_alive(model, x):
         assert abs(ratio - 1) <= 0.01, f"{name} {composite} {draw}: Σ relevance / logit = {ratio:.5f}"
 
@@ -165,7 +194,7 @@ def test_every_composite_runs_finite_and_non_trivial(name: str) -> None:
     before = snapshot(model)
     ratio, relevance = relevance_ratio(model, x, lambda c: _user_name_map(model, c))
     assert abs(ratio - 1) <= 0.01, f"{name}: a user's bias-free NameMapComposite gives {ratio:.5f}"
-    for composite, make in NON_CONSERVING.items():
+    for composite, make in {**ALPHA_BETA, **NON_CONSERVING}.items():
         _, relevance = relevance_ratio(model, x, make)
         assert bool(torch.isfinite(relevance).all()), composite
         assert float(relevance.abs().sum()) > 0, composite

@@ -54,6 +54,10 @@ def _input(family: str, scale: float, seed: int, dtype: torch.dtype, channels_la
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+class RoundingExceeded(AssertionError):
+    """The canonized output differs from the original by more than the tolerance of the dtype."""
+
+
 def _exact_and_restored(model: nn.Module, x: torch.Tensor, tolerance: float) -> list:
     with torch.no_grad():
         reference = model(x)
@@ -71,8 +75,9 @@ def _exact_and_restored(model: nn.Module, x: torch.Tensor, tolerance: float) -> 
             handle.remove()
     assert torch.isfinite(reference).all()
     change = relative_change(reference, canonized)
-    assert change <= tolerance, f"relative output change {change:.2e} > {tolerance:.0e}"
     assert_restored(before, model)
+    if change > tolerance:
+        raise RoundingExceeded(f"relative output change {change:.2e} > {tolerance:.0e}")
     with torch.no_grad():
         assert torch.equal(model(x), reference)
     return canonizers
@@ -96,6 +101,8 @@ def _own_rounding(model: nn.Module, x: torch.Tensor) -> tuple[float, torch.Tenso
        conv_bias=st.booleans(), float64=st.booleans(), channels_last=st.booleans())
 @example(seed=0, span=0.0, shift=0.0, mean_scale=0.0, gamma_scale=0.5, near_zero=0.0, input_scale=1e-2,
          conv_bias=False, float64=False, channels_last=False)  # ill-conditioned float32 EfficientNetV2 / RegNetX
+@example(seed=757, span=0.0, shift=-0.3125, mean_scale=2.0, gamma_scale=0.5, near_zero=0.2, input_scale=100.0,
+         conv_bias=False, float64=False, channels_last=False)  # DenseNet: own float32 error 9.7e-7, canonized 1.5e-5
 def test_function_unchanged_and_restored_over_drawn_states(family: str, seed: int, span: float, shift: float,
                                                            mean_scale: float, gamma_scale: float, near_zero: float,
                                                            input_scale: float, conv_bias: bool, float64: bool,
@@ -104,8 +111,9 @@ def test_function_unchanged_and_restored_over_drawn_states(family: str, seed: in
     of the dtype, every BatchNorm is an exact identity while canonized, and remove restores bitwise.
 
     float32 is judged against FLOAT32_RTOL where the drawn network is well conditioned in float32; otherwise (and
-    when float64 is drawn) the float64 model is judged against FLOAT64_RTOL, or against the network's own float32
-    error scaled to float64 (2**-29) times REROUNDING where that is larger."""
+    when float64 is drawn, or when the canonical form rounds worse than FLOAT32_RTOL in float32) the float64 model
+    is judged against FLOAT64_RTOL, or against the network's own float32 error scaled to float64 (2**-29) times
+    REROUNDING where that is larger."""
     model = copy.deepcopy(_base(family))
     if conv_bias:
         _with_conv_biases(model, seed)
@@ -116,13 +124,26 @@ def test_function_unchanged_and_restored_over_drawn_states(family: str, seed: in
     assume(bool(torch.isfinite(exact).all()) and own < 1e-2)  # a drawn network that overflows tests nothing
     float64 = float64 or own > WELL_CONDITIONED
     tolerance = max(FLOAT64_RTOL, REROUNDING * own * 2.0**-29) if float64 else FLOAT32_RTOL
-    dtype = torch.float64 if float64 else torch.float32
+    if not float64:
+        try:
+            _exact_and_restored(*_laid_out(model, x, torch.float32, channels_last), tolerance)
+            return
+        except RoundingExceeded:
+            # the canonical form may round up to REROUNDING times worse than the original, which passes
+            # FLOAT32_RTOL for a network whose own error is just below WELL_CONDITIONED: the same draw in float64
+            # shows whether the function changed or only float32 rounding did
+            tolerance = max(FLOAT64_RTOL, REROUNDING * own * 2.0**-29)
+    _exact_and_restored(*_laid_out(model, x, torch.float64, channels_last), tolerance)
+
+
+def _laid_out(model: nn.Module, x: torch.Tensor, dtype: torch.dtype,
+              channels_last: bool) -> tuple[nn.Module, torch.Tensor]:
     model.to(dtype)
     x = x.to(dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    _exact_and_restored(model, x, tolerance)
+    return model, x
 
 
 def test_frozen_batchnorm_is_merged() -> None:
