@@ -1,4 +1,4 @@
-"""Rules that do not conserve by their nature give the share the theory says: Alpha-Beta with biases.
+"""Rules that do not conserve by their nature give the share the theory says: Alpha-Beta and Gamma with biases.
 
 Zennit's ``AlphaBeta(α, β)`` (α − β = 1, both releases) divides the positive contributions of a unit by
 ``P = Σ c⁺ + b⁺`` and the negative ones by ``N = Σ c⁻ + b⁻`` (``c = x·w`` per input, ``b⁺ = max(b, 0)``,
@@ -12,6 +12,11 @@ units, and R_k itself is the previous layer's split. With ``zero_params='bias'``
 canonized models conserve (``test_lrp_conservation.py``); here the biases are kept and the relevance reaching the
 input must equal what the definitions give, computed independently from the forward pass, in float64, with
 Zennit's stated stabiliser (denominators moved away from zero by ε = 1e-6 with their sign, +ε at zero).
+
+Zennit's generalised ``Gamma(γ)`` (both releases) splits a unit with output z > 0 in proportion to
+``x⁺(w + γw⁺) + x⁻(w + γw⁻)`` over ``D⁺ = Σ (those) + b + γb⁺`` and a unit with z < 0 in proportion to
+``x⁺(w + γw⁻) + x⁻(w + γw⁺)`` over ``D⁻ = Σ (those) + b + γb⁻``, so it passes on the share ``1 − (b + γb⁺) / D⁺``
+(z > 0), ``1 − (b + γb⁻) / D⁻`` (z < 0), 0 (z = 0): the bias takes its part, as in Alpha-Beta.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from xai_plugins.conformance.state import snapshot
 pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.composites import LayerMapComposite  # noqa: E402
-from zennit.rules import AlphaBeta, Pass  # noqa: E402
+from zennit.rules import AlphaBeta, Gamma, Pass  # noqa: E402
 
 from xai_plugins_zennit import for_zennit  # noqa: E402
 
@@ -60,10 +65,30 @@ def _split(layer: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, relevance:
     return split.sum(1), size
 
 
+def _gamma_split(layer: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, relevance: torch.Tensor,
+                 gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generalised Gamma split of ``relevance`` over the inputs ``x`` of ``layer = (W, b)``, by the rule's
+    definition (module docstring); also the size of its terms."""
+    weight, bias = layer
+    x_pos, x_neg = x.clamp(min=0)[:, None, :], x.clamp(max=0)[:, None, :]
+    w_pos = (weight + gamma * weight.clamp(min=0))[None]
+    w_neg = (weight + gamma * weight.clamp(max=0))[None]
+    output = x @ weight.T + bias
+    up = x_pos * w_pos + x_neg * w_neg                     # [batch, unit, input], units with z > 0
+    down = x_pos * w_neg + x_neg * w_pos                   # units with z < 0
+    d_up = _stabilize(up.sum(-1) + bias + gamma * bias.clamp(min=0))
+    d_down = _stabilize(down.sum(-1) + bias + gamma * bias.clamp(max=0))
+    split = (up * ((output > 0) * relevance / d_up)[..., None]
+             + down * ((output < 0) * relevance / d_down)[..., None])
+    size = (up.abs().sum(-1) * (relevance / d_up).abs() + down.abs().sum(-1) * (relevance / d_down).abs())
+    return split.sum(1), size
+
+
 def theory(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, target: int, alpha: float,
-           beta: float) -> tuple[float, float]:
-    """Σ input relevance / logit for an MLP (Linear, ReLU, ..., Linear) with ``AlphaBeta`` on every layer and
-    relevance started at one-hot × logit; and the size of the terms that sum to it (relative to the logit)."""
+           beta: float, gamma: float | None = None) -> tuple[float, float]:
+    """Σ input relevance / logit for an MLP (Linear, ReLU, ..., Linear) with ``AlphaBeta`` (or ``Gamma(gamma)``
+    where ``gamma`` is given) on every layer and relevance started at one-hot × logit; and the size of the terms
+    that sum to it (relative to the logit)."""
     inputs, a = [], x
     for index, (weight, bias) in enumerate(layers):
         inputs.append(a)
@@ -75,20 +100,23 @@ def theory(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, tar
     relevance[0, target] = logit
     size = 0.0
     for layer, x_in in zip(reversed(layers), reversed(inputs)):
-        relevance, terms = _split(layer, x_in, relevance, alpha, beta)
+        relevance, terms = (_split(layer, x_in, relevance, alpha, beta) if gamma is None
+                            else _gamma_split(layer, x_in, relevance, gamma))
         size = max(size, float(terms.sum()))
     return float(relevance.sum() / logit), size / abs(float(logit))
 
 
-def measured(model: nn.Module, x: torch.Tensor, alpha: float, beta: float, canonizers: list | None = None
-             ) -> tuple[float, int]:
-    """Σ relevance / logit from Zennit with ``AlphaBeta(α, β)`` (biases kept) on every Linear layer."""
+def measured(model: nn.Module, x: torch.Tensor, alpha: float, beta: float, canonizers: list | None = None,
+             gamma: float | None = None) -> tuple[float, int]:
+    """Σ relevance / logit from Zennit with ``AlphaBeta(α, β)`` (or ``Gamma(gamma)``; biases kept) on every
+    Linear layer."""
     with torch.no_grad():
         output = model(x)
     target = int(output[0].argmax())
     start = torch.zeros_like(output)
     start[0, target] = output[0, target]
-    composite = LayerMapComposite([(nn.Linear, AlphaBeta(alpha, beta)), (nn.ReLU, Pass())], canonizers=canonizers)
+    rule = AlphaBeta(alpha, beta) if gamma is None else Gamma(gamma)
+    composite = LayerMapComposite([(nn.Linear, rule), (nn.ReLU, Pass())], canonizers=canonizers)
     with Gradient(model, composite) as attributor:
         _, relevance = attributor(x, start)
     return float(relevance.sum() / output[0, target]), target
@@ -122,6 +150,22 @@ def test_alpha_beta_with_biases_passes_on_the_theoretical_share(widths: list[int
     ratio, target = measured(model, x, alpha, alpha - 1)
     layers = [(m.weight.detach(), m.bias.detach()) for m in model if isinstance(m, nn.Linear)]
     expected, size = theory(layers, x, target, alpha, alpha - 1)
+    assert abs(ratio - expected) <= FLOAT64 * max(size, 1.0), f"measured {ratio!r}, theory {expected!r}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(widths=WIDTHS, seed=st.integers(0, 2**16), gamma=st.sampled_from([0.25, 1.0, 4.0]),
+       bias_scale=st.sampled_from([0.1, 1.0, 3.0]))
+@example(widths=[4, 1], seed=0, gamma=0.25, bias_scale=1.0)
+def test_gamma_with_biases_passes_on_the_theoretical_share(widths: list[int], seed: int, gamma: float,
+                                                           bias_scale: float) -> None:
+    """Gamma with biases of both signs, inputs of both signs: Σ R_input / logit is the composed share of the
+    generalised rule's definition (the bias takes b + γb± of each unit's denominator), not 1 and not 0."""
+    model = _mlp(widths, seed, bias_scale)
+    x = torch.randn(1, widths[0], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ratio, target = measured(model, x, 1.0, 0.0, gamma=gamma)
+    layers = [(m.weight.detach(), m.bias.detach()) for m in model if isinstance(m, nn.Linear)]
+    expected, size = theory(layers, x, target, 1.0, 0.0, gamma=gamma)
     assert abs(ratio - expected) <= FLOAT64 * max(size, 1.0), f"measured {ratio!r}, theory {expected!r}"
 
 
