@@ -26,12 +26,12 @@ modified, so there is nothing to restore.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn import functional as F
 from torch.nn.modules.conv import _ConvNd
 
@@ -56,8 +56,9 @@ def linear_map(module: nn.Module, input: Tensor, weight: Tensor) -> Tensor:
     Convolutions with torch's own ``forward`` (and :class:`~xai_plugins.canonizers.modules.PositionalBiasConv2d`,
     whose position bias is a bias too) use their padding, stride, dilation, groups and padding mode. A convolution
     class with its own ``forward`` (timm's ``Conv2dSame`` pads dynamically in it) is called through that
-    ``forward`` with ``weight`` and no bias substituted by :func:`torch.func.functional_call`, so its padding is
-    kept; the layer itself is not touched.
+    ``forward`` on a shallow copy that holds ``weight`` and no bias (its own parameter table, the one private
+    attribute touched), so its padding is kept and the layer's hooks do not run (``torch.func.functional_call``
+    would call the module, and with it the Captum rule's own hooks, recursively).
     """
     if isinstance(module, nn.Linear):
         return F.linear(input, weight)
@@ -65,8 +66,9 @@ def linear_map(module: nn.Module, input: Tensor, weight: Tensor) -> Tensor:
         raise TypeError(f"expected a Linear or convolution layer, got {type(module).__name__}")
     if type(module).forward in _PLAIN_CONV_FORWARDS:
         return module._conv_forward(input, weight, None)
-    substitutes: dict[str, Any] = {"weight": weight, "bias": None}
-    return functional_call(module, substitutes, (input,))
+    view = copy.copy(module)
+    view.__dict__["_parameters"] = {**module._parameters, "weight": weight, "bias": None}
+    return type(module).forward(view, input)
 
 
 def _weight(module: nn.Module) -> Tensor:
