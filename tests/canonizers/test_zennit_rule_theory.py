@@ -17,6 +17,11 @@ Zennit's generalised ``Gamma(γ)`` (both releases) splits a unit with output z >
 ``x⁺(w + γw⁺) + x⁻(w + γw⁻)`` over ``D⁺ = Σ (those) + b + γb⁺`` and a unit with z < 0 in proportion to
 ``x⁺(w + γw⁻) + x⁻(w + γw⁺)`` over ``D⁻ = Σ (those) + b + γb⁻``, so it passes on the share ``1 − (b + γb⁺) / D⁺``
 (z > 0), ``1 − (b + γb⁻) / D⁻`` (z < 0), 0 (z = 0): the bias takes its part, as in Alpha-Beta.
+
+``ZBox(l, h)`` (both releases) modifies the bias with the weight (``b``, ``b⁺``, ``b⁻`` for the input, low and high
+terms), so the biases cancel in its denominator ``D = Σ x w − l w⁺ − h w⁻ + (b − b⁺ − b⁻) = Σ (x − l) w⁺ + (x − h)
+w⁻ ≥ 0`` for inputs in the box, and it passes on the share ``D / (D + ε)``: ZBox conserves with biases; the
+EpsilonGammaBox composite loses only what its Gamma and Epsilon layers give to biases.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from xai_plugins.conformance.state import snapshot
 pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.composites import LayerMapComposite  # noqa: E402
-from zennit.rules import AlphaBeta, Gamma, Pass  # noqa: E402
+from zennit.rules import AlphaBeta, Gamma, Pass, ZBox  # noqa: E402
 
 from xai_plugins_zennit import for_zennit  # noqa: E402
 
@@ -167,6 +172,36 @@ def test_gamma_with_biases_passes_on_the_theoretical_share(widths: list[int], se
     layers = [(m.weight.detach(), m.bias.detach()) for m in model if isinstance(m, nn.Linear)]
     expected, size = theory(layers, x, target, 1.0, 0.0, gamma=gamma)
     assert abs(ratio - expected) <= FLOAT64 * max(size, 1.0), f"measured {ratio!r}, theory {expected!r}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(fan_in=st.integers(1, 16), fan_out=st.integers(1, 6), seed=st.integers(0, 2**16),
+       bias_scale=st.sampled_from([0.0, 0.1, 1.0, 10.0]), width=st.sampled_from([0.5, 2.0, 6.0]))
+@example(fan_in=3, fan_out=2, seed=0, bias_scale=10.0, width=2.0)
+def test_zbox_with_biases_passes_on_the_theoretical_share(fan_in: int, fan_out: int, seed: int, bias_scale: float,
+                                                          width: float) -> None:
+    """A first layer under ZBox, inputs inside the box, biases of both signs up to 10× the weights: the share is
+    D / (D + ε) of the target unit, with D = Σ (x − l) w⁺ + (x − h) w⁻ (the biases cancel)."""
+    generator = torch.Generator().manual_seed(seed)
+    layer = nn.Linear(fan_in, fan_out).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(fan_out, fan_in, generator=generator, dtype=torch.float64))
+        layer.bias.copy_(torch.randn(fan_out, generator=generator, dtype=torch.float64) * bias_scale)
+    low, high = -width, width
+    x = (torch.rand(1, fan_in, generator=generator, dtype=torch.float64) * 2 - 1) * width
+    with torch.no_grad():
+        output = layer(x)
+    target = int(output[0].argmax())
+    start = torch.zeros_like(output)
+    start[0, target] = output[0, target]
+    composite = LayerMapComposite([(nn.Linear, ZBox(low, high))])
+    with Gradient(layer, composite) as attributor:
+        _, relevance = attributor(x, start)
+    ratio = float(relevance.sum() / output[0, target])
+    w = layer.weight.detach()[target]
+    d = float(((x[0] - low) * w.clamp(min=0) + (x[0] - high) * w.clamp(max=0)).sum())
+    expected = d / float(_stabilize(torch.tensor(d, dtype=torch.float64)))
+    assert abs(ratio - expected) <= FLOAT64 * max(abs(expected), 1.0), f"measured {ratio!r}, theory {expected!r}"
 
 
 def test_single_layer_share_is_the_closed_form() -> None:
