@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from xai_plugins.cli import UsageError
 from xai_plugins.errors import XaiPluginsError
+from xai_plugins.model_state import explaining
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -422,14 +423,8 @@ def _zennit(model: nn.Module, inputs: Tensor, t: Tensor, composite: str, canoniz
                                   high=torch.as_tensor(high).expand_as(inputs), canonizers=canonizers)
     else:
         comp = zc.COMPOSITES[composite](canonizers=canonizers)
-    was_training = model.training
-    model.eval()
-    try:
-        with Gradient(model=model, composite=comp) as attributor:
-            _, relevance = attributor(inputs.detach(),
-                                      lambda out: torch.zeros_like(out).scatter(1, t[:, None], 1.0) * out)
-    finally:
-        model.train(was_training)
+    with explaining(model, warn=False, freeze=False), Gradient(model=model, composite=comp) as attributor:
+        _, relevance = attributor(inputs.detach(), lambda out: torch.zeros_like(out).scatter(1, t[:, None], 1.0) * out)
     return relevance.detach()
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from xai_plugins.model_state import explaining
+
 GROUPS = ("low", "mid", "high")
 
 
@@ -87,14 +89,8 @@ def zennit_lrp(model: nn.Module, inputs: Tensor, target: int | Sequence[int] | T
     config = config or LrpConfig()
     t = _targets(target, inputs.shape[0])
     composite = zennit_composite(model, config, inputs.shape)
-    was_training = model.training
-    model.eval()
-    try:
-        with Gradient(model=model, composite=composite) as attributor:
-            _, relevance = attributor(inputs.detach(),
-                                      lambda out: torch.zeros_like(out).scatter(1, t[:, None], 1.0) * out)
-    finally:
-        model.train(was_training)
+    with explaining(model, warn=False, freeze=False), Gradient(model=model, composite=composite) as attributor:
+        _, relevance = attributor(inputs.detach(), lambda out: torch.zeros_like(out).scatter(1, t[:, None], 1.0) * out)
     return relevance.detach()
 
 
@@ -109,21 +105,13 @@ def captum_lrp(model: nn.Module, inputs: Tensor, target: int | Sequence[int] | T
 
     t = _targets(target, inputs.shape[0])
     x = inputs.detach().clone().requires_grad_(True)
-    was_training = model.training
-    model.eval()
     if canonize:
         from xai_plugins_captum import canonized
 
-        try:
-            with canonized(model):
-                return LRP(model).attribute(x, target=t).detach()
-        finally:
-            model.train(was_training)
-    try:
-        with captum_attributes_removed(model):
+        with explaining(model, warn=False, freeze=False), canonized(model):
             return LRP(model).attribute(x, target=t).detach()
-    finally:
-        model.train(was_training)
+    with explaining(model, warn=False, freeze=False), captum_attributes_removed(model):
+        return LRP(model).attribute(x, target=t).detach()
 
 
 @contextlib.contextmanager

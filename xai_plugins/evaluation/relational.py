@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from xai_plugins.cli_options import add_output_dir
 from xai_plugins.evaluation.sort_of_clevr import ANSWERS, QUESTION_DIM, SortOfClevr
+from xai_plugins.model_state import explaining
 
 __all__ = ["RelationalRecipe", "RECIPE", "accuracy", "bound_to_question", "build", "load", "recipe_of", "train"]
 
@@ -68,17 +69,13 @@ def build(recipe: RelationalRecipe = RECIPE) -> nn.Module:
 @torch.no_grad()
 def accuracy(model: nn.Module, data: SortOfClevr, batch_size: int = 250) -> dict[str, float]:
     """Accuracy on ``data`` overall and on its non-relational and relational questions."""
-    was_training = model.training
-    model.eval()
     hits: list[Tensor] = []
     relational: list[Tensor] = []
-    try:
+    with explaining(model, warn=False, freeze=False):
         for start in range(0, len(data), batch_size):
             x, q, a, _ = data.tensors(range(start, min(start + batch_size, len(data))))
             hits.append(model(x, q).argmax(1) == a)
             relational.append(q[:, 7] > 0)
-    finally:
-        model.train(was_training)
     hit, rel = torch.cat(hits), torch.cat(relational)
     return {"all": float(hit.float().mean()), "non_relational": float(hit[~rel].float().mean()),
             "relational": float(hit[rel].float().mean())}

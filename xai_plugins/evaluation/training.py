@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from xai_plugins.evaluation.dataset import NUM_CLASSES, DigitsOnCanvas
 from xai_plugins.evaluation.textured import TexturedCanvas
+from xai_plugins.model_state import explaining
 
 CHECKPOINT_DIR = Path(__file__).with_name("checkpoints")
 
@@ -119,15 +120,11 @@ def prepare_input(name: str, images: Tensor) -> Tensor:
 @torch.no_grad()
 def accuracy(model: nn.Module, name: str, dataset: DigitsOnCanvas, batch_size: int = 250) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on ``dataset``."""
-    was_training = model.training
-    model.eval()
     correct = 0
-    try:
+    with explaining(model, warn=False, freeze=False):
         for start in range(0, len(dataset), batch_size):
             x, y, _ = dataset.tensors(range(start, min(start + batch_size, len(dataset))))
             correct += int((model(prepare_input(name, x)).argmax(1) == y).sum())
-    finally:
-        model.train(was_training)
     return correct / max(len(dataset), 1)
 
 
