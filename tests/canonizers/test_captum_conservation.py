@@ -16,6 +16,7 @@ The adapter's rules are bias-free and complete every unit they cannot divide by 
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -46,14 +47,10 @@ FAMILIES = sorted(set(FAMILY_BUILDERS) - {"relation_network"})
 """Every supported family's small model; the Relation Network's coordinate tags are constants that receive relevance
 Captum does not count (it attributes to the image only), see docs/canonizers.md."""
 
-_MODELS: dict[str, nn.Module] = {}
-
-
+@functools.cache
 def _model(name: str) -> nn.Module:
-    if name not in _MODELS:
-        torch.manual_seed(0)
-        _MODELS[name] = FAMILY_BUILDERS[name]()
-    return _MODELS[name]
+    torch.manual_seed(0)
+    return FAMILY_BUILDERS[name]()
 
 
 def _exact(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

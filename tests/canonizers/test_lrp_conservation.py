@@ -15,6 +15,7 @@ zero, data-calibrated statistics), every bias-free composite Zennit ships:
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -79,14 +80,10 @@ ALPHA_BETA = {
 negative) of its relevance by the rule's definition, so the sum is conserved only where no relevant unit is
 one-signed (the theory is tested in test_zennit_rule_theory.py); here it must run finite and non-trivial."""
 
-_MODELS: dict[str, nn.Module] = {}
-
-
+@functools.cache
 def _model(name: str) -> nn.Module:
-    if name not in _MODELS:
-        torch.manual_seed(0)
-        _MODELS[name] = BUILDERS[name]()
-    return _MODELS[name]
+    torch.manual_seed(0)
+    return BUILDERS[name]()
 
 
 def _user_name_map(model: nn.Module, canonizers: list) -> NameMapComposite:

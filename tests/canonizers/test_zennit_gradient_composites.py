@@ -10,6 +10,8 @@ is the same; in float64 the bound below is far above that rounding and far below
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
@@ -41,14 +43,10 @@ it by orders of magnitude more."""
 FAMILIES = {**BUILDERS, "efficientnet_v2_s": lambda: tvm.efficientnet_v2_s(num_classes=10)}
 """The conservation tests' families (small widths) and the reported EfficientNetV2-S (only at its reported case:
 stock width, too slow for many float64 draws)."""
-_MODELS: dict[str, nn.Module] = {}
-
-
+@functools.cache
 def _model(name: str) -> nn.Module:
-    if name not in _MODELS:
-        torch.manual_seed(0)
-        _MODELS[name] = FAMILIES[name]()
-    return _MODELS[name]
+    torch.manual_seed(0)
+    return FAMILIES[name]()
 
 
 def _map(model: nn.Module, x: torch.Tensor, composite: Composite) -> torch.Tensor:
