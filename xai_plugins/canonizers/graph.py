@@ -244,11 +244,6 @@ class GraphCanonizer(Canonizer):
             options.append(f"tolerance={self.tolerance!r}")
         return f"{type(self).__name__}({', '.join(options)})"
 
-    mixed_sign_inputs = True
-    """Layers of an arbitrary model may see inputs of both signs without a mixed-sign activation (linear
-    bottlenecks, the thresholds of merged BatchNorms), so hosts attach their z⁺ completion rules (the Zennit
-    adapter's ``ZPlusFallbackRule``, inert where z⁺ already conserves)."""
-
     def copy(self) -> GraphCanonizer:
         return type(self)(self.input_shape, self.verify, self.tolerance)
 
