@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers.base import Canonizer
@@ -37,10 +38,12 @@ __all__ = ["CanonizationMismatchError", "CanonizationTable", "GraphCanonizer", "
 SIZES = (64, 128, 224, 299)
 """Spatial probe sizes tried, in order, when the input shape is inferred (the first the model accepts)."""
 ROUNDING_FACTOR = 4
-"""The verification accepts ``ROUNDING_FACTOR`` times the original model's rounding noise on the probe (its
-output change under a one-ulp relative change of every input value) where that exceeds the tolerance: the
-original and the canonical model each carry rounding errors of about that size (deep networks with large
-activations amplify float32 rounding beyond 1e-5), so their difference is bounded by about twice it."""
+"""The verification accepts ``ROUNDING_FACTOR`` times the original model's rounding noise on the probe where that
+exceeds the tolerance. The noise is the larger of two output changes: under a one-ulp relative change of every
+input value, and under a one-ulp relative change of every parameter (what merging does: each merged weight and
+bias is the exact product rounded once). The original and the canonical model each carry rounding errors of about
+that size (deep networks with large activations, or logits that nearly cancel, amplify float32 rounding far
+beyond 1e-5), so their difference is bounded by about twice it."""
 _CACHE_LIMIT = 64
 _PLANS: dict[tuple, Plan] = {}
 _LOCK = threading.Lock()
@@ -210,6 +213,12 @@ def _outputs(value: Any) -> list[Tensor]:
     return []
 
 
+def _rounded(value: Tensor, generator: torch.Generator) -> Tensor:
+    """``value`` with every entry moved by one unit of rounding (relative), up or down at random."""
+    signs = torch.randint(0, 2, value.shape, generator=generator).to(value.dtype) * 2 - 1
+    return value.detach() * (1 + torch.finfo(value.dtype).eps / 2 * signs)
+
+
 def relative_difference(reference: Any, output: Any) -> float:
     """``max|output - reference| / max|reference|`` over every tensor of the two outputs."""
     pairs = list(zip(_outputs(reference), _outputs(output)))
@@ -266,9 +275,10 @@ class GraphCanonizer(Canonizer):
             reference = model(probe)
             # the original's own float rounding noise: its output change when every input value moves by one
             # unit of rounding (2**-23 relative in float32); the canonical model rounds differently, by as much
-            ulp = torch.finfo(probe.dtype).eps / 2
-            signs = torch.randint(0, 2, probe.shape, generator=generator).to(probe.dtype) * 2 - 1
-            noise = relative_difference(reference, model(probe * (1 + ulp * signs)))
+            noise = max(relative_difference(reference, model(_rounded(probe, generator))),
+                        relative_difference(reference, functional_call(model, {
+                            name: _rounded(value, generator) for name, value in model.named_parameters()
+                            if value.is_floating_point()}, (probe,))))
             allowed = max(self.tolerance, ROUNDING_FACTOR * noise)
         self.execute(model, plan)
         if self.verify:
