@@ -303,8 +303,7 @@ def test_output_mismatch_is_refused_and_the_model_untouched() -> None:
 def test_an_ill_conditioned_model_within_its_own_rounding_is_accepted() -> None:
     """Calibrated, ShuffleNetV2 x2.0 moves its output by ~5e-4 (relative) under a one-ulp change of its input
     and by up to ~2e-3 under a one-ulp change of its weights; its canonical form (1.9e-3 away, the merged weights
-    rounded once) is within that rounding, so it is accepted, and removing it restores the model bitwise. (Once
-    refused when only the input's rounding was measured: ``python benchmarks/graph_coverage.py --full``.)"""
+    rounded once) is within that rounding, so it is accepted, and removing it restores the model bitwise."""
     model = calibrate_batchnorm(build("torchvision:shufflenet_v2_x2_0"), 64)
     before = snapshot(model)
     canonizer = GraphCanonizer(input_shape=(1, 3, 64, 64))

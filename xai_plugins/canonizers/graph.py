@@ -273,12 +273,14 @@ class GraphCanonizer(Canonizer):
             generator = torch.Generator().manual_seed(0)
             probe = torch.randn(plan.input_shape, generator=generator)
             reference = model(probe)
-            # the original's own float rounding noise: its output change when every input value moves by one
-            # unit of rounding (2**-23 relative in float32); the canonical model rounds differently, by as much
-            noise = max(relative_difference(reference, model(_rounded(probe, generator))),
-                        relative_difference(reference, functional_call(model, {
-                            name: _rounded(value, generator) for name, value in model.named_parameters()
-                            if value.is_floating_point()}, (probe,))))
+            # the original's own float rounding noise (see ROUNDING_FACTOR): its output change when every input
+            # value, or every parameter, moves by one unit of rounding
+            rounded_input = model(_rounded(probe, generator))
+            rounded_parameters = functional_call(model, {
+                name: _rounded(value, generator) for name, value in model.named_parameters()
+                if value.is_floating_point()}, (probe,))
+            noise = max(relative_difference(reference, rounded_input),
+                        relative_difference(reference, rounded_parameters))
             allowed = max(self.tolerance, ROUNDING_FACTOR * noise)
         self.execute(model, plan)
         if self.verify:
