@@ -12,12 +12,14 @@ is a hypothesis strategy for BatchNorm states; :func:`apply` writes one draw int
   no longer depends on the input, see :func:`liveness`.
 - ``mode="calibrated"``: the statistics are those of the data as it reaches each BatchNorm (in eval mode, with
   every earlier BatchNorm already set), perturbed: variance × 10**U(log_var), mean + N(0, mean_scale·std)
-  (or only the noise, ``center=False``, which leaves the activations off-centre), γ and β as drawn. The network
+  (or only the noise, ``center=False``, which leaves the activations off-centre; the variance is then the
+  second moment about zero, so each channel leaves with a spread of order γ), γ and β as drawn. The network
   stays alive at any depth, as a trained one is.
 
 :func:`randomize_batchnorm`, :func:`calibrate_batchnorm` and :func:`draw_batchnorm` name the draws the tests use
 most. :func:`liveness` measures how much the output depends on the input; judge conservation only where it is
-alive. (The conformance suite's own reference models use ``xai_plugins.conformance.examples.randomize_batchnorm``,
+alive, and (:func:`rounding_sensitivity`) in a dtype whose rounding the network does not amplify to the
+tolerance. (The conformance suite's own reference models use ``xai_plugins.conformance.examples.randomize_batchnorm``,
 which ships with the package because plugin authors run the suite without these tests.)
 """
 
@@ -31,7 +33,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 __all__ = ["BatchNormDraw", "apply", "batchnorms", "calibrate_batchnorm", "draw_batchnorm", "is_alive", "liveness",
-           "randomize_batchnorm", "statistics"]
+           "randomize_batchnorm", "rounding_sensitivity", "statistics"]
 
 LOG_HALF, LOG_TWO = math.log10(0.5), math.log10(2.0)
 """Variance factors from 0.5 to 2: statistics near, but not at, those of the data."""
@@ -157,8 +159,12 @@ def apply(model: nn.Module, spec: BatchNormDraw, input_shape: tuple[int, ...] | 
         n = bn.running_var.numel()
         low, high = spec.log_var
         factor = 10 ** (torch.rand(n, generator=g, dtype=torch.float64) * (high - low) + low)
-        bn.running_var.copy_((var * factor).clamp(min=1e-12))
         base = mean if spec.center else torch.zeros_like(mean)
+        # the spread about the value the BatchNorm subtracts: with center=False a channel of large mean and small
+        # variance would otherwise be scaled by mean/std (EfficientNet-B4 at 64²: logits of 1e5 whose float32
+        # and float64 values differ by 13 %)
+        spread = var + (mean - base) ** 2
+        bn.running_var.copy_((spread * factor).clamp(min=1e-12))
         bn.running_mean.copy_(base + torch.randn(n, generator=g, dtype=torch.float64) * spec.mean_scale * var.sqrt())
         _affine(bn, spec, g)
 
@@ -213,6 +219,23 @@ def liveness(model: nn.Module, input: torch.Tensor, generator: torch.Generator |
     if not bool(torch.isfinite(y).all()) or scale == 0:
         return 0.0
     return float((y - y_other).abs().max() / scale)
+
+
+def rounding_sensitivity(model: nn.Module, input: torch.Tensor, seed: int = 0) -> float:
+    """How far the output moves when every input value moves by one unit of rounding (up or down at random):
+    max|y(x(1 ± ε/2)) − y(x)| / max|y(x)| in the input's dtype.
+
+    About 1e-7 in float32 for a well-conditioned network. A random-init network can amplify rounding so much
+    (EfficientNet-V2-L at 64²: of order one in float32, 1e-9 in float64) that its float32 output is not
+    determined to within a conservation tolerance: any other evaluation order, a canonical one included, gives
+    a different number. Conservation is judged in a dtype where this is small against the tolerance.
+    """
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, input.shape, generator=g).to(input.dtype) * 2 - 1
+    with torch.no_grad():
+        y, y_rounded = model(input), model(input * (1 + torch.finfo(input.dtype).eps / 2 * signs))
+    scale = y.abs().max()
+    return float((y_rounded - y).abs().max() / scale) if scale > 0 else 0.0
 
 
 def is_alive(model: nn.Module, input: torch.Tensor) -> bool:

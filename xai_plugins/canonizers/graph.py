@@ -28,7 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers.base import Canonizer
 from xai_plugins.canonizers.batchnorm import batchnorm_affine, merge_following
-from xai_plugins.canonizers.graph_plan import Plan, Row, build_plan  # noqa: F401 - Row: the rows of a table
+from xai_plugins.canonizers.graph_plan import Plan, Row, build_plan, probe_input  # noqa: F401 - Row: the rows of a table
 from xai_plugins.canonizers.graph_trace import UntraceableModelError, fingerprint, trace
 from xai_plugins.canonizers.modules import PositionalBiasConv2d
 
@@ -102,7 +102,7 @@ def _infer_shape(model: nn.Module) -> tuple[int, ...]:
         shape = (1, inputs, size, size)
         try:
             with torch.no_grad():
-                model(torch.zeros(shape))
+                model(torch.zeros_like(probe_input(model, shape)))
         except Exception as exc:  # noqa: BLE001 - any failure means: try the next size
             errors.append(f"{size}: {exc}")
             continue
@@ -215,7 +215,7 @@ def _outputs(value: Any) -> list[Tensor]:
 
 def _rounded(value: Tensor, generator: torch.Generator) -> Tensor:
     """``value`` with every entry moved by one unit of rounding (relative), up or down at random."""
-    signs = torch.randint(0, 2, value.shape, generator=generator).to(value.dtype) * 2 - 1
+    signs = torch.randint(0, 2, value.shape, generator=generator).to(dtype=value.dtype, device=value.device) * 2 - 1
     return value.detach() * (1 + torch.finfo(value.dtype).eps / 2 * signs)
 
 
@@ -271,7 +271,7 @@ class GraphCanonizer(Canonizer):
         allowed = self.tolerance
         if self.verify:
             generator = torch.Generator().manual_seed(0)
-            probe = torch.randn(plan.input_shape, generator=generator)
+            probe = probe_input(model, plan.input_shape, generator)
             reference = model(probe)
             # the original's own float rounding noise (see ROUNDING_FACTOR): its output change when every input
             # value, or every parameter, moves by one unit of rounding
