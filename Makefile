@@ -39,7 +39,7 @@ test: $(VENV)/.installed-test $(ZENNIT_NEXT)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 	PYTHONPATH=$(ZENNIT_NEXT) $(BIN)/python -m pytest -q -p no:cacheprovider $(ZENNIT_TESTS)
 
 bench: $(VENV)/.installed-test

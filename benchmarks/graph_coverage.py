@@ -4,7 +4,10 @@ the relative output change, bitwise restore and conservation with Zennit and Cap
 Each model is built with random weights (nothing downloads); the function check uses randomised BatchNorm
 statistics with negative and zero scales (``randomize_batchnorm``), conservation calibrated statistics
 (``calibrate_batchnorm``) and ``EpsilonPlusFlat(zero_params='bias')`` / Captum ``LRP`` inside ``canonized``,
-both with ``GraphCanonizer``. Models with LayerNorm or attention are listed with the error they get.
+both with ``GraphCanonizer``, in float32 unless the calibrated network amplifies float32 rounding beyond
+``CONDITIONED`` (its ``rounding_sensitivity`` is listed; such a network's float32 output is not determined to the
+tolerance, so its conservation is measured in float64). Models with LayerNorm or attention are listed with the
+error they get.
 
 Run: ``python benchmarks/graph_coverage.py [--full] [--models torchvision:NAME timm:NAME ...]`` (default: the
 test sweep's models, see ``tests/canonizers/graph_models.py``; ``--full``: every torchvision classification
@@ -22,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.canonizers.graph_models import TIMM_CI, TORCHVISION_CI, build, input_size  # noqa: E402
-from tests.canonizers.test_graph import _captum_ratio, _zennit_ratio  # noqa: E402
-from tests.support.batchnorm import calibrate_batchnorm, randomize_batchnorm  # noqa: E402
+from tests.canonizers.test_graph import CONDITIONED, _captum_ratio, _zennit_ratio  # noqa: E402
+from tests.support.batchnorm import calibrate_batchnorm, randomize_batchnorm, rounding_sensitivity  # noqa: E402
 from tests.support.canonizers import assert_same  # noqa: E402
 from xai_plugins.canonizers.graph import GraphCanonizer, explain_canonization  # noqa: E402
 from xai_plugins.conformance.state import snapshot  # noqa: E402
@@ -49,6 +52,10 @@ def row(spec: str) -> str:
         assert_same(before, snapshot(model))
         model = calibrate_batchnorm(build(spec), size)
         x = x[:1]
+        sensitivity = rounding_sensitivity(model, x)
+        dtype = "float32"
+        if sensitivity > CONDITIONED:
+            model, x, dtype = model.double(), x.double(), "float64"
         with torch.no_grad():
             output = model(x)
         target = int(output.argmax())
@@ -57,11 +64,11 @@ def row(spec: str) -> str:
         captum = _captum_ratio(model, x, target, logit)
     except Exception as exc:  # noqa: BLE001 - the table reports whatever happens
         message = str(exc).split(". ")[0].replace("|", "/")
-        return f"| `{spec}` | {type(exc).__name__}: {message} | | | | | |"
+        return f"| `{spec}` | {type(exc).__name__}: {message} | | | | | | |"
     merged, explicit = counts.get("merged", 0), counts.get("explicit", 0) + counts.get("copied", 0)
     left = counts.get("left", 0)
     return (f"| `{spec}` | {merged} merged, {explicit} explicit, {counts.get('split', 0)} split, {left} left | "
-            f"{error:.1e} | yes | {zennit:.4f} | {captum:.4f} |")
+            f"{error:.1e} | yes | {sensitivity:.1e} | {zennit:.4f} | {captum:.4f} | {dtype} |")
 
 
 def main() -> None:
@@ -78,9 +85,9 @@ def main() -> None:
 
         names = torchvision_cnns() if args.full else TORCHVISION_CI
         specs = [f"torchvision:{name}" for name in names] + [f"timm:{name}" for name in TIMM_CI] + list(REFUSED)
-    print("| model | canonization | output change (rel.) | restored bitwise | Zennit Σ R / logit | "
-          "Captum Σ R / logit |")
-    print("|---|---|---|---|---|---|")
+    print("| model | canonization | output change (rel.) | restored bitwise | float32 rounding sensitivity | "
+          "Zennit Σ R / logit | Captum Σ R / logit | conservation measured in |")
+    print("|---|---|---|---|---|---|---|---|")
     for spec in specs:
         print(row(spec), flush=True)
 
