@@ -233,9 +233,10 @@ class GraphCanonizer(Canonizer):
     """Canonize any traceable CNN from its ``torch.fx`` graph (see the module docstring).
 
     ``input_shape`` is the probe input's shape (inferred from the first convolution if ``None``);
-    ``verify=False`` skips the probe check at apply (the plan is the same; only the check costs three forward
-    passes); ``tolerance`` is the largest relative output change accepted (or ``ROUNDING_FACTOR`` times the
-    model's own rounding noise on the probe, if larger).
+    ``verify=False`` skips the probe check at apply (the plan is the same; only the check costs four forward
+    passes: the original on the probe, on the probe rounded by one unit, with its parameters rounded by one unit,
+    and the canonical model); ``tolerance`` is the largest relative output change accepted (or
+    ``ROUNDING_FACTOR`` times the model's own rounding noise on the probe, if larger).
     """
 
     def __init__(self, input_shape: Sequence[int] | None = None, verify: bool = True,
