@@ -66,3 +66,57 @@ def test_captum_lrp_restores_the_model_and_canonization_conserves(resnet):
     _same(before, _snapshot(resnet))
     assert torch.allclose(canonized.flatten(1).sum(1), logits, rtol=0.02)
     assert not torch.allclose(plain.flatten(1).sum(1), logits, rtol=0.5)
+
+
+@pytest.fixture(scope="module")
+def densenet():
+    from xai_plugins.evaluation.training import build_model
+
+    torch.manual_seed(0)
+    model = build_model("densenet").eval()
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
+    return model
+
+
+def test_untangled_densenet_methods_conserve_and_differ_from_the_threshold_variant(densenet):
+    """The untangled DenseNet canonization (``lrp_zennit_untangled``, ``lrp_captum_untangled``) explains the
+    same model as the threshold canonizer, conserves with gamma 0, restores the model, and only applies to the
+    DenseNet recipes."""
+    from xai_plugins_workbench.methods import METHODS
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    before = _snapshot(densenet)
+    logits = densenet(x).detach()[:, 4]
+    gammas = {"low": 0.0, "mid": 0.0, "high": 0.0}
+    untangled = zennit_lrp(densenet, x, 4, LrpConfig(gammas=gammas, untangled=True))
+    threshold = zennit_lrp(densenet, x, 4, LrpConfig(gammas=gammas))
+    captum = METHODS["lrp_captum_untangled"].fn(densenet, x, torch.tensor([4, 4]))
+    _same(before, _snapshot(densenet))
+    assert untangled.shape == x.shape and torch.isfinite(untangled).all()
+    assert torch.allclose(captum.flatten(1).sum(1), logits, rtol=0.02)
+    assert not torch.allclose(untangled, threshold)
+    for name in ("lrp_zennit_untangled", "lrp_captum_untangled"):
+        assert [r for r in ("resnet", "densenet", "densenet_textured", "bcos") if METHODS[name].applies_to(r)] == \
+            ["densenet", "densenet_textured"]
+
+
+def test_convolutions_a_canonizer_adds_get_the_rule_of_their_original(densenet):
+    """The untangled canonizer copies producing convolutions (``xai_conv2.N`` beside ``conv2``); the composite
+    gives each copy the Gamma rule of the layer group of the convolution it copies."""
+    from zennit.rules import Gamma
+
+    from xai_plugins_workbench.lrp import zennit_composite
+
+    _, groups = conv_groups(densenet)
+    composite = zennit_composite(densenet, LrpConfig(), (1, 3, 32, 32))
+    conv = torch.nn.Conv2d(8, 8, 3)
+    for original in ("features.denseblock1.denselayer1.conv2", "features.denseblock3.denselayer1.conv2"):
+        copy = composite.module_map({}, original.replace("conv2", "xai_conv2.1"), conv)
+        assert isinstance(copy, Gamma) and copy is composite.module_map({}, original, conv)
+        assert groups[original] in ("low", "high")

@@ -9,6 +9,7 @@ uses :func:`xai_plugins_zennit.canonizers_for` (Zennit) or :func:`xai_plugins_ca
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,18 +23,22 @@ GROUPS = ("low", "mid", "high")
 
 @dataclass(frozen=True)
 class LrpConfig:
-    """One point of the LRP search space: gamma per layer group, epsilon of the dense layers, canonization."""
+    """One point of the LRP search space: gamma per layer group, epsilon of the dense layers, canonization
+    (``untangled``: a DenseNet canonized with :class:`~xai_plugins.canonizers.DenseNetUntangledCanonizer`
+    instead of the default threshold-ReLU :class:`~xai_plugins.canonizers.DenseNetCanonizer`)."""
 
     gammas: Mapping[str, float] = field(default_factory=lambda: {"low": 0.5, "mid": 0.25, "high": 0.1})
     epsilon: float = 1e-6
     canonize: bool = True
+    untangled: bool = False
     low: float = 0.0
     high: float = 1.0
 
     def label(self) -> str:
         """Short human-readable name, e.g. ``canonized g=0.5/0.25/0.1``."""
         gam = "/".join(f"{self.gammas.get(g, 0.25):g}" for g in GROUPS)
-        return f"{'canonized' if self.canonize else 'plain'} g={gam}"
+        kind = ("untangled" if self.untangled else "canonized") if self.canonize else "plain"
+        return f"{kind} g={gam}"
 
 
 def _targets(target: int | Sequence[int] | Tensor, n: int) -> Tensor:
@@ -73,11 +78,24 @@ def zennit_composite(model: nn.Module, config: LrpConfig, inputs_shape: Sequence
             return first_rule
         if name in grouped:
             return gamma_rules[grouped[name]]
+        if grouped and isinstance(module, nn.modules.conv._ConvNd):
+            # a convolution the canonizer added (the untangled DenseNet's copies of a producing conv, e.g.
+            # ``...denselayer1.xai_conv2.0`` for ``...denselayer1.conv2``): the group of the original convolution
+            # with the longest common name prefix
+            return gamma_rules[grouped[max(grouped, key=lambda known: len(os.path.commonprefix([known, name])))]]
         if isinstance(module, nn.Linear):
             return dense_rule
         return next((rule for types, rule in base if isinstance(module, types)), None)
 
-    canonizers = canonizers_for(model) if config.canonize else []
+    if not config.canonize:
+        canonizers = []
+    elif config.untangled:
+        from xai_plugins.canonizers import DenseNetUntangledCanonizer
+        from xai_plugins_zennit.canonizers import for_zennit
+
+        canonizers = [for_zennit(DenseNetUntangledCanonizer())]
+    else:
+        canonizers = canonizers_for(model)
     return Composite(module_map=module_map, canonizers=canonizers)
 
 
@@ -95,8 +113,9 @@ def zennit_lrp(model: nn.Module, inputs: Tensor, target: int | Sequence[int] | T
 
 
 def captum_lrp(model: nn.Module, inputs: Tensor, target: int | Sequence[int] | Tensor, *,
-               canonize: bool = True) -> Tensor:
-    """Captum's ``LRP`` (its default epsilon rules), inside :func:`xai_plugins_captum.canonized` if asked.
+               canonize: bool = True, untangled: bool = False) -> Tensor:
+    """Captum's ``LRP`` (its default epsilon rules), inside :func:`xai_plugins_captum.canonized` if asked
+    (``untangled``: with :class:`~xai_plugins.canonizers.DenseNetUntangledCanonizer`, for a DenseNet).
 
     The plain variant runs Captum as a user would on the stock model; Captum leaves an ``activations``
     attribute on leaves, which is removed again so the model is left as it was.
@@ -108,7 +127,12 @@ def captum_lrp(model: nn.Module, inputs: Tensor, target: int | Sequence[int] | T
     if canonize:
         from xai_plugins_captum import canonized
 
-        with explaining(model, warn=False, freeze=False), canonized(model):
+        chosen = None
+        if untangled:
+            from xai_plugins.canonizers import DenseNetUntangledCanonizer
+
+            chosen = [DenseNetUntangledCanonizer()]
+        with explaining(model, warn=False, freeze=False), canonized(model, canonizers=chosen):
             return LRP(model).attribute(x, target=t).detach()
     with explaining(model, warn=False, freeze=False), captum_attributes_removed(model):
         return LRP(model).attribute(x, target=t).detach()

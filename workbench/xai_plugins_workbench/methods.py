@@ -18,7 +18,10 @@ from xai_plugins.model_state import explaining
 from xai_plugins_workbench.lrp import LrpConfig, captum_lrp, zennit_lrp
 
 Attribute = Callable[[nn.Module, Tensor, Tensor], Tensor]
-BN_RECIPES = ("resnet", "densenet", "efficientnet", "resnet_textured", "efficientnet_textured")
+BN_RECIPES = ("resnet", "densenet", "efficientnet", "resnet_textured", "densenet_textured", "efficientnet_textured")
+DENSENET_RECIPES = ("densenet", "densenet_textured")
+"""The DenseNets among :data:`BN_RECIPES`: they also take the untangled canonization (Pahde et al.'s second
+DenseNet variant, :class:`~xai_plugins.canonizers.DenseNetUntangledCanonizer`)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,10 @@ def _bn(recipe: str) -> bool:
     return recipe in BN_RECIPES
 
 
+def _densenet(recipe: str) -> bool:
+    return recipe in DENSENET_RECIPES
+
+
 def _standard(recipe: str) -> bool:
     return recipe != "bcos"
 
@@ -115,6 +122,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            lambda m, x, t: captum_lrp(m, x, t, canonize=False), _bn, conserving=True),
     Method("lrp_captum_canonized", "LRP (Captum, canonized)",
            lambda m, x, t: captum_lrp(m, x, t, canonize=True), _bn, conserving=True),
+    Method("lrp_zennit_untangled", "LRP (Zennit, untangled DenseNet)",
+           lambda m, x, t: zennit_lrp(m, x, t, LrpConfig(canonize=True, untangled=True)), _densenet,
+           conserving=True),
+    Method("lrp_captum_untangled", "LRP (Captum, untangled DenseNet)",
+           lambda m, x, t: captum_lrp(m, x, t, canonize=True, untangled=True), _densenet, conserving=True),
     Method("extremal", "Extremal perturbation (10%)", extremal_mask, _standard),
     Method("bcos", "B-cos contributions", bcos_contributions, lambda r: r == "bcos", conserving=True),
     Method("control_input", "Control: the input itself", input_attribution, _any, control=True),
