@@ -30,6 +30,7 @@ def test_shipped_checkpoints_load_and_match_their_recipe(name):
     record = json.loads((T.CHECKPOINT_DIR / f"{name}.json").read_text())
     recipe = T.RECIPES[name]
     assert record["recipe"]["samples"] == recipe.samples and record["recipe"]["builder"] == recipe.builder
+    assert record["recipe"]["builder_kwargs"] == json.loads(json.dumps(recipe.builder_kwargs))
     assert record["test_accuracy"] > 0.2  # well above chance (0.1)
     x = T.prepare_input(name, torch.rand(2, 3, 32, 32))
     assert model(x).shape == (2, 10)

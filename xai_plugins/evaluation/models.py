@@ -43,12 +43,13 @@ def small_resnet(num_classes: int = 10, widths: Sequence[int] = (16, 32, 48, 64)
     return SmallResNet()
 
 
-def small_densenet(num_classes: int = 10) -> nn.Module:
-    """A torchvision ``DenseNet`` with growth rate 8 and three dense blocks of two layers."""
+def small_densenet(num_classes: int = 10, growth_rate: int = 8, block_config: Sequence[int] = (2, 2, 2),
+                   num_init_features: int = 16, bn_size: int = 2) -> nn.Module:
+    """A torchvision ``DenseNet``; by default growth rate 8 and three dense blocks of two layers."""
     from torchvision.models import DenseNet
 
-    return DenseNet(growth_rate=8, block_config=(2, 2, 2), num_init_features=16, bn_size=2,
-                    num_classes=num_classes)
+    return DenseNet(growth_rate=growth_rate, block_config=tuple(block_config), num_init_features=num_init_features,
+                    bn_size=bn_size, num_classes=num_classes)
 
 
 def small_efficientnet(num_classes: int = 10) -> nn.Module:

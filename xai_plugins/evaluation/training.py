@@ -85,6 +85,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("resnet_textured", "xai_plugins.evaluation.models:small_resnet",
            "the ResNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
            image_size=48, samples=72000),
+    Recipe("densenet_textured", "xai_plugins.evaluation.models:small_densenet",
+           "a wider, deeper DenseNet (growth 16, blocks 3-3-3, 32 stem channels, bottleneck 4) trained on "
+           "TexturedCanvas (48 px, textured backgrounds)",
+           builder_kwargs={"growth_rate": 16, "block_config": (3, 3, 3), "num_init_features": 32, "bn_size": 4},
+           dataset="textured", image_size=48, samples=72000),
     Recipe("efficientnet_textured", "xai_plugins.evaluation.models:small_efficientnet",
            "the EfficientNet above trained on TexturedCanvas (48 px, textured backgrounds)", dataset="textured",
            image_size=48, samples=72000),
