@@ -21,14 +21,26 @@ def _randomise_bn(model: torch.nn.Module, seed: int) -> None:
             m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
 
 
-@pytest.fixture(scope="session")
-def checkpoint_dir(tmp_path_factory):
-    """ResNet and B-cos checkpoints with random weights (and random BatchNorm statistics)."""
-    directory = tmp_path_factory.mktemp("checkpoints")
-    for name in ("resnet", "bcos"):
+def _checkpoints(directory, names) -> None:
+    for name in names:
         torch.manual_seed(0)
         model = build_model(name).eval()
         _randomise_bn(model, 0)
         save_checkpoint(model, name, {"recipe": asdict(RECIPES[name]), "test_accuracy": 0.1,
                                       "parameters": sum(p.numel() for p in model.parameters())}, directory)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory):
+    """ResNet and B-cos checkpoints with random weights (and random BatchNorm statistics)."""
+    directory = tmp_path_factory.mktemp("checkpoints")
+    _checkpoints(directory, ("resnet", "bcos"))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def textured_checkpoint_dir(tmp_path_factory):
+    """The TexturedCanvas ResNet and the (digits) B-cos checkpoints, random weights as above."""
+    directory = tmp_path_factory.mktemp("textured_checkpoints")
+    _checkpoints(directory, ("resnet_textured", "bcos"))
     return directory

@@ -77,7 +77,8 @@ def test_explain_command_on_a_torchvision_model(tmp_path, capsys):
 def test_demo_writes_figure_and_report(checkpoint_dir, tmp_path):
     from xai_plugins_workbench.demo import run_demo
 
-    result = run_demo(tmp_path / "demo", images=2, metric_images=4, checkpoint_dir=checkpoint_dir, progress=False)
+    result = run_demo(tmp_path / "demo", images=2, metric_images=4, checkpoint_dir=checkpoint_dir, progress=False,
+                      dataset="digits")
     assert result.figure.stat().st_size > 10_000
     html = result.report.read_text()
     assert "<table>" in html and "demo.png" in html and "LRP (Zennit, canonized)" in html
@@ -85,3 +86,43 @@ def test_demo_writes_figure_and_report(checkpoint_dir, tmp_path):
     rows = json.loads(result.metrics.read_text())["rows"]
     assert {r["model"] for r in rows} == {"resnet", "bcos"}
     assert all("error" not in r for r in rows), rows
+
+
+def test_the_demo_defaults_to_the_textured_benchmark(textured_checkpoint_dir, tmp_path):
+    """By default the panels explain TexturedCanvas images with the textured checkpoints; B-cos (no textured
+    recipe) is shown on DigitsOnCanvas images of the same digits, and the figure, report and metrics say so."""
+    from xai_plugins.evaluation.textured import TexturedCanvas
+    from xai_plugins_workbench.demo import DEFAULT_DATASET, DEMO_METRICS, demo_models, run_demo
+
+    assert DEFAULT_DATASET == "textured"
+    chosen = demo_models("textured")
+    assert chosen == {"resnet": "resnet_textured", "densenet": "densenet_textured",
+                      "efficientnet": "efficientnet_textured", "bcos": "bcos", "explainfix": "explainfix"}
+    assert demo_models("digits") == {f: f for f in chosen}
+    result = run_demo(tmp_path / "demo", images=2, metric_images=4, checkpoint_dir=textured_checkpoint_dir,
+                      progress=False)
+    assert result.dataset == "textured" and result.models == chosen
+    size = TexturedCanvas().config.size
+    by_model = {}
+    for panel in result.panels:
+        by_model.setdefault(panel.model, []).append(panel)
+    resnet = [p for p in by_model["resnet_textured"] if p.error is None]
+    assert len(resnet) == 5  # Zennit and Captum, plain and canonized, and the extremal mask
+    assert all(p.maps is not None and p.maps.shape == (2, size, size) and p.images is None for p in resnet)
+    (bcos,) = by_model["bcos"]
+    assert bcos.error is None and bcos.rgba is not None and bcos.images is not None
+    assert bcos.rgba.shape[1:3] == bcos.images.shape[-2:] != (size, size)
+    assert "DigitsOnCanvas" in bcos.title
+    assert any("densenet_textured: no checkpoint" in m for m in result.missing)
+    assert result.figure.stat().st_size > 10_000
+    report = result.report.read_text()
+    assert "TexturedCanvas" in report and "<h2>Metrics</h2>" in report and "LRP (Zennit, canonized)" in report
+    assert "B-cos has no textured recipe" in report
+    metrics = json.loads(result.metrics.read_text())
+    assert metrics["dataset"] == "textured"
+    rows = {(r["model"], r["method"]): r for r in metrics["rows"]}
+    assert {m for m, _ in rows} == {"resnet_textured", "bcos"}
+    assert {r["dataset"] for r in metrics["rows"] if r["model"] == "resnet_textured"} == {"textured"}
+    assert rows[("bcos", "bcos")]["dataset"] == "digits"
+    assert all("error" not in r and set(DEMO_METRICS) <= set(r) for r in metrics["rows"]), metrics["rows"]
+

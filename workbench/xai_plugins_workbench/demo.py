@@ -4,6 +4,12 @@ It loads the benchmark checkpoints, explains a few test images of the ground-tru
 and plain LRP (through Zennit and through Captum) on the BatchNorm models, extremal perturbation masks, B-cos
 colour explanations and the ExplainSteer spectra of the ExplainFix model, and scores the LRP variants against
 the ground-truth masks. A panel whose family or checkpoint is missing says so instead of failing the demo.
+
+The dataset is TexturedCanvas by default (``dataset="digits"`` for DigitsOnCanvas): there canonized and plain
+LRP differ most clearly (docs/evaluation.md). Each family uses its recipe trained on the demo's dataset
+(:func:`demo_models`, read from :data:`~xai_plugins.evaluation.training.RECIPES`); a family without one (B-cos
+and ExplainFix have no textured recipe) is shown on DigitsOnCanvas test images of the same digits, and its
+panel and metric rows say so.
 """
 
 from __future__ import annotations
@@ -20,11 +26,38 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xai_plugins.evaluation.dataset import DigitsOnCanvas
-from xai_plugins.evaluation.training import available_checkpoints, checkpoint_record, load_checkpoint
+from xai_plugins.evaluation.training import (
+    DATASETS,
+    RECIPES,
+    available_checkpoints,
+    checkpoint_record,
+    load_checkpoint,
+    make_dataset,
+)
 
 DEMO_METRICS = ("mass_accuracy", "rank_accuracy", "pointing_game", "region_aopc", "conservation")
-DEMO_METHODS = ("lrp_zennit_plain", "lrp_zennit_canonized", "lrp_captum_plain", "lrp_captum_canonized", "bcos")
+DEMO_METHODS = ("lrp_zennit_plain", "lrp_zennit_canonized", "lrp_zennit_untangled", "lrp_captum_plain",
+                "lrp_captum_canonized", "lrp_captum_untangled", "bcos")
+FAMILIES = {"resnet": "ResNet", "densenet": "DenseNet", "efficientnet": "EfficientNet", "bcos": "B-cos",
+            "explainfix": "ExplainFix"}
+"""The families the demo shows, by the name of their recipe on DigitsOnCanvas, with their display names."""
+DEMO_DATASETS = ("textured", "digits")
+DEFAULT_DATASET = "textured"
+"""The demo's default dataset: on TexturedCanvas canonized and plain LRP differ more clearly than on the dark
+canvas (docs/evaluation.md, "Results on TexturedCanvas" against "Canonized vs plain LRP")."""
+FALLBACK_DATASET = "digits"
+
+
+def demo_models(dataset: str = DEFAULT_DATASET) -> dict[str, str]:
+    """Family -> recipe the demo uses on ``dataset``: the family's recipe trained on it (``<family>_<dataset>``
+    in :data:`~xai_plugins.evaluation.training.RECIPES`), else its DigitsOnCanvas recipe."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    chosen = {}
+    for family in FAMILIES:
+        own = family if dataset == FALLBACK_DATASET else f"{family}_{dataset}"
+        chosen[family] = own if own in RECIPES and RECIPES[own].dataset == dataset else family
+    return chosen
 
 
 @dataclass
@@ -39,6 +72,9 @@ class Panel:
     error: str | None = None
     is_mask: bool = False
     captions: list[str] | None = None
+    images: Tensor | None = None
+    """The images this panel explains when they are not the figure's rows (a family shown on the fallback
+    dataset), drawn under its RGBA pictures and masks."""
 
 
 @dataclass
@@ -50,44 +86,67 @@ class DemoResult:
     metrics: Path
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    dataset: str = DEFAULT_DATASET
+    models: dict[str, str] = field(default_factory=dict)
+    """Family -> recipe shown (:func:`demo_models`)."""
+    panels: list[Panel] = field(default_factory=list)
 
 
 def _heat(attributions: Tensor) -> np.ndarray:
     return attributions.detach().sum(1).numpy()
 
 
-def _panels(models: dict[str, torch.nn.Module], images: Tensor, labels: Tensor, bar: Any) -> list[Panel]:
+def _panels(models: dict[str, torch.nn.Module], chosen: dict[str, str], data: dict[str, tuple[Tensor, Tensor]],
+            dataset: str, bar: Any) -> list[Panel]:
+    """The figure's panels; ``chosen`` maps family -> recipe, ``data`` dataset -> (images, labels), the rows
+    being ``data[dataset]``."""
     from xai_plugins_workbench.lrp import LrpConfig, captum_lrp, zennit_lrp
 
     jobs: list[tuple[str, str, Callable[[], Panel]]] = []
 
-    def heat_job(title: str, model_name: str, fn: Callable[[torch.nn.Module], Tensor]) -> None:
-        def run() -> Panel:
-            return Panel(title, model_name, maps=_heat(fn(models[model_name])))
-        jobs.append((title, model_name, run))
+    def inputs(family: str) -> tuple[Tensor, Tensor]:
+        return data[RECIPES[chosen[family]].dataset]
 
-    for name, pretty in (("resnet", "ResNet"), ("densenet", "DenseNet"), ("efficientnet", "EfficientNet")):
-        heat_job(f"{pretty}\nLRP Zennit plain", name,
-                 lambda m: zennit_lrp(m, images, labels, LrpConfig(canonize=False)))
-        heat_job(f"{pretty}\nLRP Zennit canonized", name,
-                 lambda m: zennit_lrp(m, images, labels, LrpConfig(canonize=True)))
-        if name == "resnet":
-            heat_job(f"{pretty}\nLRP Captum plain", name, lambda m: captum_lrp(m, images, labels, canonize=False))
-            heat_job(f"{pretty}\nLRP Captum canonized", name,
-                     lambda m: captum_lrp(m, images, labels, canonize=True))
+    def own_images(family: str) -> Tensor | None:
+        return None if RECIPES[chosen[family]].dataset == dataset else inputs(family)[0]
+
+    def heat_job(title: str, family: str, fn: Callable[[torch.nn.Module, Tensor, Tensor], Tensor]) -> None:
+        title = _titled(title, chosen[family], dataset)
+
+        def run() -> Panel:
+            return Panel(title, chosen[family], maps=_heat(fn(models[chosen[family]], *inputs(family))),
+                         images=own_images(family))
+        jobs.append((title, chosen[family], run))
+
+    for family in ("resnet", "densenet", "efficientnet"):
+        pretty = FAMILIES[family]
+        heat_job(f"{pretty}\nLRP Zennit plain", family, lambda m, x, y: zennit_lrp(m, x, y, LrpConfig(canonize=False)))
+        heat_job(f"{pretty}\nLRP Zennit canonized", family,
+                 lambda m, x, y: zennit_lrp(m, x, y, LrpConfig(canonize=True)))
+        if family == "densenet":
+            heat_job(f"{pretty}\nLRP Zennit untangled", family,
+                     lambda m, x, y: zennit_lrp(m, x, y, LrpConfig(canonize=True, untangled=True)))
+        if family == "resnet":
+            heat_job(f"{pretty}\nLRP Captum plain", family, lambda m, x, y: captum_lrp(m, x, y, canonize=False))
+            heat_job(f"{pretty}\nLRP Captum canonized", family, lambda m, x, y: captum_lrp(m, x, y, canonize=True))
 
     def extremal() -> Panel:
-        return extremal_panel(models["resnet"], images, labels)
-    jobs.append(("extremal", "resnet", extremal))
+        panel = extremal_panel(models[chosen["resnet"]], *inputs("resnet"))
+        panel.title, panel.model, panel.images = _titled(panel.title, chosen["resnet"], dataset), chosen["resnet"], \
+            own_images("resnet")
+        return panel
+    jobs.append(("extremal", chosen["resnet"], extremal))
 
     def bcos() -> Panel:
         from xai_plugins.bcos import contributions, encode_input
         from xai_plugins.bcos.visualize import explanation_image
 
+        images, labels = inputs("bcos")
         x6 = encode_input(images)
-        result = contributions(models["bcos"], x6, labels)
-        return Panel("B-cos\ncolour explanation", "bcos", rgba=explanation_image(result.dynamic_weights, x6))
-    jobs.append(("bcos", "bcos", bcos))
+        result = contributions(models[chosen["bcos"]], x6, labels)
+        return Panel(_titled("B-cos\ncolour explanation", chosen["bcos"], dataset), chosen["bcos"],
+                     rgba=explanation_image(result.dynamic_weights, x6), images=own_images("bcos"))
+    jobs.append(("bcos", chosen["bcos"], bcos))
 
     panels = []
     for title, model_name, run in jobs:
@@ -102,6 +161,12 @@ def _panels(models: dict[str, torch.nn.Module], images: Tensor, labels: Tensor, 
                                     error=f"{type(exc).__name__}: {exc}"))
         bar.update(1)
     return panels
+
+
+def _titled(title: str, recipe: str, dataset: str) -> str:
+    """``title``, marked when ``recipe`` is trained on another dataset than the demo's rows."""
+    other = RECIPES[recipe].dataset
+    return title if other == dataset else f"{title}\n(on {DATASETS[other].__name__}:\nno {dataset} model)"
 
 
 def extremal_panel(model: torch.nn.Module, images: Tensor, labels: Tensor, area: float = 0.1) -> Panel:
@@ -119,14 +184,16 @@ def preserve_caption(reward: float) -> str:
     return f"preserve {reward:.2f}"
 
 
-def _spectra_png(models: dict[str, torch.nn.Module], images: Tensor, labels: Tensor, path: Path) -> str | None:
-    """ExplainSteer spectra of the ExplainFix model (saliency-weighted on the demo images); error text or None."""
-    if "explainfix" not in models:
-        return "no explainfix checkpoint"
+def _spectra_png(models: dict[str, torch.nn.Module], name: str, images: Tensor, labels: Tensor,
+                 path: Path) -> str | None:
+    """ExplainSteer spectra of the ExplainFix model ``name`` (saliency-weighted on ``images``, which are of its
+    own dataset); error text or None."""
+    if name not in models:
+        return f"no {name} checkpoint"
     try:
         from xai_plugins.explainfix import explain_steer, plot_spectra
 
-        result = explain_steer(models["explainfix"], [(images, labels)])
+        result = explain_steer(models[name], [(images, labels)])
         plot_spectra(result, path)
     except Exception as exc:  # noqa: BLE001 - reported in the figure and the report
         return f"{type(exc).__name__}: {exc}"
@@ -134,18 +201,20 @@ def _spectra_png(models: dict[str, torch.nn.Module], images: Tensor, labels: Ten
 
 
 def _draw(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, Tensor], panels: list[Panel],
-          spectra: Path, spectra_error: str | None, path: Path) -> None:
+          spectra: Path, spectra_error: str | None, path: Path, **kwargs: Any) -> None:
     import matplotlib.pyplot as plt
 
-    fig = demo_figure(images, labels, masks, preds, panels, spectra, spectra_error)
+    fig = demo_figure(images, labels, masks, preds, panels, spectra, spectra_error, **kwargs)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
 
 
 def demo_figure(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, Tensor], panels: list[Panel],
-                spectra: Path, spectra_error: str | None) -> Any:
-    """The demo's matplotlib figure: one row per image, the input and then one column per panel, with the
-    ExplainSteer spectra underneath."""
+                spectra: Path, spectra_error: str | None, *, dataset: str = DEFAULT_DATASET,
+                resnet: str = "resnet", spectra_note: str = "") -> Any:
+    """The demo's matplotlib figure: one row per image of ``dataset``, the input and then one column per panel,
+    with the ExplainSteer spectra underneath; ``preds[resnet]`` labels the rows, ``spectra_note`` is added to the
+    spectra's title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,7 +228,7 @@ def demo_figure(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, 
         ax = fig.add_subplot(grid[i, 0])
         ax.imshow(images[i].permute(1, 2, 0).numpy())
         ax.contour(masks[i, 0].numpy(), levels=[0.5], colors="white", linewidths=0.8)
-        said = f"\nResNet says {int(preds['resnet'][i])}" if "resnet" in preds else ""
+        said = f"\nResNet says {int(preds[resnet][i])}" if resnet in preds else ""
         ax.set_ylabel(f"digit {int(labels[i])}{said}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -177,8 +246,9 @@ def demo_figure(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, 
                     ax.text(0.5, 0.5, _wrap(panel.error), ha="center", va="center", fontsize=5, wrap=True,
                             transform=ax.transAxes)
                 continue
+            under = (panel.images if panel.images is not None else images)[i].permute(1, 2, 0).numpy()
             if panel.rgba is not None:
-                ax.imshow(images[i].permute(1, 2, 0).numpy() * 0.25)
+                ax.imshow(under * 0.25)
                 ax.imshow(panel.rgba[i])
                 continue
             if panel.captions is not None:
@@ -187,7 +257,7 @@ def demo_figure(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, 
                 raise ValueError(f"panel {panel.title!r} has neither an error, an RGBA image nor maps")
             heat = panel.maps[i]
             if panel.is_mask:
-                ax.imshow(images[i].permute(1, 2, 0).numpy() * 0.5)
+                ax.imshow(under * 0.5)
                 ax.imshow(heat, cmap="magma", alpha=0.75, vmin=0, vmax=max(float(heat.max()), 1e-12))
             else:
                 lim = max(float(np.percentile(np.abs(heat), 99.5)), 1e-12)
@@ -196,12 +266,12 @@ def demo_figure(images: Tensor, labels: Tensor, masks: Tensor, preds: dict[str, 
     ax.axis("off")
     if spectra_error is None and spectra.is_file():
         ax.imshow(plt.imread(spectra))
-        ax.set_title("ExplainFix model: ExplainSteer spectra of its fixed spatial filters (saliency-weighted)",
-                     fontsize=8)
+        ax.set_title("ExplainFix model: ExplainSteer spectra of its fixed spatial filters (saliency-weighted)"
+                     + spectra_note, fontsize=8)
     else:
         ax.text(0.5, 0.5, f"ExplainSteer spectra unavailable: {spectra_error}", ha="center", fontsize=8)
-    fig.suptitle("xai-plugins demo on DigitsOnCanvas test images: relevance of the true digit (LRP: red positive, "
-                 "blue negative; white outline = ground-truth box)", fontsize=9, y=0.97)
+    fig.suptitle(f"xai-plugins demo on {DATASETS[dataset].__name__} test images: relevance of the true digit "
+                 "(LRP: red positive, blue negative; white outline = ground-truth box)", fontsize=9, y=0.97)
     return fig
 
 
@@ -217,8 +287,16 @@ def _wrap(text: str, width: int = 28) -> str:
     return "\n".join(lines[:8])
 
 
+DESCRIPTIONS = {
+    "textured": "Digits on textured backgrounds (TexturedCanvas: gratings, colour blobs and six distractors; "
+                "scikit-learn digits; ground-truth mask = the digit's box)",
+    "digits": "Digits on a cluttered dark canvas (DigitsOnCanvas: scikit-learn digits; ground-truth mask = the "
+              "digit's box)",
+}
+
+
 def _html(rows: list[dict[str, Any]], metrics: tuple[str, ...], figure: Path, records: dict[str, Any],
-          missing: list[str], images: int) -> str:
+          missing: list[str], images: int, dataset: str = DEFAULT_DATASET, notes: list[str] | None = None) -> str:
     from xai_plugins_workbench.evaluate import METRICS, _cell, headline, headline_markdown
 
     head = "".join(f"<th>{html.escape(METRICS[k].label)} {'↑' if METRICS[k].higher_is_better else '↓'}</th>"
@@ -227,7 +305,8 @@ def _html(rows: list[dict[str, Any]], metrics: tuple[str, ...], figure: Path, re
     for r in rows:
         cells = (f"<td colspan='{len(metrics)}'>failed: {html.escape(r['error'])}</td>" if "error" in r
                  else "".join(f"<td>{_cell(r.get(k))}</td>" for k in metrics))
-        body.append(f"<tr><td>{r['model']}</td><td>{html.escape(r['label'])}</td>{cells}</tr>")
+        body.append(f"<tr><td>{r['model']}</td><td>{DATASETS[r.get('dataset', dataset)].__name__}</td>"
+                    f"<td>{html.escape(r['label'])}</td>{cells}</tr>")
     acc = "".join(f"<tr><td>{k}</td><td>{html.escape(v['recipe']['summary'])}</td>"
                   f"<td>{v['test_accuracy']:.3f}</td><td>{v['parameters']:,}</td></tr>" for k, v in records.items())
     head_md = headline_markdown(headline(rows))
@@ -236,64 +315,96 @@ def _html(rows: list[dict[str, Any]], metrics: tuple[str, ...], figure: Path, re
                                          f"</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
                         for i, row in enumerate(head_rows))
     miss = "".join(f"<li>{html.escape(m)}</li>" for m in missing) or "<li>nothing</li>"
+    note = "".join(f" {html.escape(n)}" for n in notes or [])
+    described = DESCRIPTIONS.get(dataset, DATASETS[dataset].__name__)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>xai-plugins demo</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1500px}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} .wrap{{display:flex;gap:2em;flex-wrap:wrap}}
 img{{max-width:900px;border:1px solid #ddd}}</style></head><body>
 <h1>xai-plugins demo</h1>
-<p>Digits on a cluttered canvas (scikit-learn digits; ground-truth mask = the digit's box), explained for the true
-class by every family. Scores: mean ± standard error over {images} test images; ↑/↓ = better direction.</p>
+<p>{html.escape(described)}, explained for the true class by every family.{note} Scores: mean ±
+standard error over {images} test images; ↑/↓ = better direction.</p>
 <div class="wrap"><div><img src="{html.escape(figure.name)}" alt="demo figure"></div>
 <div><h2>Canonized vs plain LRP</h2><table>{head_html}</table>
-<h2>Metrics</h2><table><tr><th>model</th><th>method</th>{head}</tr>{''.join(body)}</table>
+<h2>Metrics</h2><table><tr><th>model</th><th>dataset</th><th>method</th>{head}</tr>{''.join(body)}</table>
 <h2>Models (shipped checkpoints)</h2><table><tr><th>name</th><th>model</th><th>test accuracy</th><th>parameters</th>
 </tr>{acc}</table><h2>Not shown</h2><ul>{miss}</ul></div></div></body></html>
 """
 
 
+def _matching(dataset: str, labels: Tensor, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Test items of ``dataset`` showing the same digits as ``labels``, in order (the first unused item of
+    each label from ``seed``), so that a family shown on another dataset explains the same digits."""
+    data = make_dataset(dataset, 200 * max(len(labels), 1), split="test", seed=seed)
+    picked: list[int] = []
+    for label in (int(v) for v in labels):
+        index = 0
+        while index in picked or int(data[index][1]) != label:
+            index += 1
+        picked.append(index)
+    return data.tensors(picked)
+
+
 def run_demo(out_dir: Path = Path("out/demo"), *, images: int = 4, metric_images: int = 16, seed: int = 0,
-             checkpoint_dir: Path | None = None, progress: bool = True) -> DemoResult:
-    """Run the demo and write ``demo.png``, ``report.html`` and ``metrics.json`` into ``out_dir``."""
+             checkpoint_dir: Path | None = None, progress: bool = True,
+             dataset: str = DEFAULT_DATASET) -> DemoResult:
+    """Run the demo on ``dataset`` (``"textured"`` or ``"digits"``) and write ``demo.png``, ``report.html``
+    and ``metrics.json`` into ``out_dir``."""
     from tqdm.auto import tqdm
 
     from xai_plugins.evaluation.training import prepare_input
     from xai_plugins_workbench.evaluate import EvalSettings, evaluate
 
     start = time.perf_counter()
+    chosen = demo_models(dataset)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = available_checkpoints(checkpoint_dir)
+    present = set(available_checkpoints(checkpoint_dir))
     missing = [f"{n}: no checkpoint (python -m xai_plugins.evaluation.train_checkpoints {n})"
-               for n in ("resnet", "densenet", "efficientnet", "bcos", "explainfix") if n not in names]
+               for n in chosen.values() if n not in present]
     models, records = {}, {}
-    for name in tqdm(names, desc="load checkpoints", disable=not progress):
+    for name in tqdm([n for n in chosen.values() if n in present], desc="load checkpoints", disable=not progress):
         try:
             models[name] = load_checkpoint(name, checkpoint_dir)
             records[name] = checkpoint_record(name, checkpoint_dir)
         except Exception as exc:  # noqa: BLE001 - e.g. the family of this checkpoint is not installed
             missing.append(f"{name}: {type(exc).__name__}: {exc}")
-    x, y, masks = DigitsOnCanvas(images, split="test", seed=seed + 3000).tensors()
+    x, y, masks = make_dataset(dataset, images, split="test", seed=seed + 3000).tensors()
+    data = {dataset: (x, y)}
+    others = sorted({RECIPES[n].dataset for n in chosen.values()} - {dataset})
+    for other in others:
+        data[other] = _matching(other, y, seed + 3000)[:2]
     with torch.no_grad():
-        preds = {n: m(prepare_input(n, x)).argmax(1) for n, m in models.items()}
-    bar = tqdm(total=11, desc="explain", disable=not progress)
-    panels = _panels(models, x, y, bar)
+        preds = {n: m(prepare_input(n, data[RECIPES[n].dataset][0])).argmax(1) for n, m in models.items()}
+    panels_bar = tqdm(total=12, desc="explain", disable=not progress)
+    panels = _panels(models, chosen, data, dataset, panels_bar)
     spectra = out_dir / "explainsteer.png"
-    spectra_error = _spectra_png(models, x, y, spectra)
-    bar.update(1)
-    bar.close()
+    fix = chosen["explainfix"]
+    spectra_error = _spectra_png(models, fix, *data[RECIPES[fix].dataset], spectra)
+    panels_bar.update(1)
+    panels_bar.close()
     missing += [f"{p.title.replace(chr(10), ' ')}: {p.error}" for p in panels if p.error]
     if spectra_error:
         missing.append(f"ExplainSteer spectra: {spectra_error}")
+    notes = [f"{FAMILIES[f]} has no {dataset} recipe: shown on {DATASETS[RECIPES[n].dataset].__name__} test images "
+             f"of the same digits (checkpoint {n})." for f, n in chosen.items() if RECIPES[n].dataset != dataset]
+    spectra_note = "" if RECIPES[fix].dataset == dataset else f" on {DATASETS[RECIPES[fix].dataset].__name__} images"
     figure = out_dir / "demo.png"
-    _draw(x, y, masks, preds, panels, spectra, spectra_error, figure)
-    settings = EvalSettings(models=[n for n in ("resnet", "densenet", "efficientnet", "bcos") if n in models],
-                            methods=DEMO_METHODS, metrics=DEMO_METRICS, images=metric_images, batch_size=16,
-                            seed=seed, checkpoint_dir=checkpoint_dir)
-    rows = evaluate(settings, progress=progress)
+    _draw(x, y, masks, preds, panels, spectra, spectra_error, figure, dataset=dataset, resnet=chosen["resnet"],
+          spectra_note=spectra_note)
+    rows = []
+    for name_dataset in (dataset, *others):
+        evaluated = [n for f, n in chosen.items() if RECIPES[n].dataset == name_dataset and n in models
+                     and f != "explainfix"]
+        if not evaluated:
+            continue
+        settings = EvalSettings(models=evaluated, dataset=name_dataset, methods=DEMO_METHODS, metrics=DEMO_METRICS,
+                                images=metric_images, batch_size=16, seed=seed, checkpoint_dir=checkpoint_dir)
+        rows += [{**row, "dataset": name_dataset} for row in evaluate(settings, progress=progress)]
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps({"rows": rows, "models": records}, indent=2) + "\n")
+    metrics_path.write_text(json.dumps({"dataset": dataset, "models": records, "rows": rows, "notes": notes},
+                                       indent=2) + "\n")
     report = out_dir / "report.html"
-    report.write_text(_html(rows, DEMO_METRICS, figure, records, missing, metric_images))
-    return DemoResult(figure, report, metrics_path, missing, time.perf_counter() - start)
-
+    report.write_text(_html(rows, DEMO_METRICS, figure, records, missing, metric_images, dataset, notes))
+    return DemoResult(figure, report, metrics_path, missing, time.perf_counter() - start, dataset, chosen, panels)

@@ -26,10 +26,10 @@ def _threads(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo and print where the figure and report are."""
     _threads(args)
-    from xai_plugins_workbench.demo import run_demo
+    from xai_plugins_workbench.demo import DEFAULT_DATASET, run_demo
 
     result = run_demo(Path(args.output_dir), images=args.images, metric_images=args.metric_images, seed=args.seed,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, dataset=args.dataset or DEFAULT_DATASET)
     print(f"figure:  {result.figure.resolve()}")
     print(f"report:  {result.report.resolve()}")
     print(f"metrics: {result.metrics.resolve()}")
@@ -186,9 +186,14 @@ def register_commands(subparsers: Commands) -> None:
     p = subparsers.add_parser(
         "demo", help="explain shipped checkpoints with every family: figure + HTML report",
         description="Explain the benchmark checkpoints shipped in the package with every family (canonized LRP "
-                    "in Zennit and Captum, B-cos, extremal perturbations, ExplainFix) on the digits-on-canvas "
-                    "data; write a figure, an HTML report and the metric table.", formatter_class=DefaultsFormatter)
+                    "in Zennit and Captum, B-cos, extremal perturbations, ExplainFix) on the textured or the "
+                    "digits-on-canvas ground truth; write a figure, an HTML report and the metric table.",
+        formatter_class=DefaultsFormatter)
     add_output_dir(p, "out/demo", "directory for the figure, the HTML report and the metric table")
+    p.add_argument("--dataset", choices=LazyChoices("xai_plugins_workbench.demo:DEMO_DATASETS"), metavar="DATASET",
+                   help="ground truth of the figure and the table: %(choices)s (default: textured, where canonized "
+                        "and plain LRP differ more clearly; families without a textured model, B-cos and "
+                        "ExplainFix, are shown on the digits canvas)")
     p.add_argument("--images", type=int, default=4, help="images in the figure")
     p.add_argument("--metric-images", type=int, default=16, help="images for the metric table")
     p.add_argument("--seed", type=int, default=0, help="random seed of the image selection")
