@@ -126,3 +126,14 @@ def test_the_demo_defaults_to_the_textured_benchmark(textured_checkpoint_dir, tm
     assert rows[("bcos", "bcos")]["dataset"] == "digits"
     assert all("error" not in r and set(DEMO_METRICS) <= set(r) for r in metrics["rows"]), metrics["rows"]
 
+
+def test_headline_compares_both_densenet_canonizations_with_plain_lrp():
+    def row(method, mass):
+        return {"model": "densenet_textured", "method": method, "label": method,
+                "mass_accuracy": {"mean": mass, "sem": 0.01, "n": 4}}
+
+    rows = [row("lrp_zennit_plain", 0.4), row("lrp_zennit_canonized", 0.3), row("lrp_zennit_untangled", 0.7)]
+    entries = headline(rows)
+    assert [e["host"] for e in entries] == ["zennit", "zennit untangled"]
+    assert [e["mass_accuracy"]["better"] for e in entries] == [False, True]
+    assert entries[1]["mass_accuracy"] == {"plain": 0.4, "canonized": 0.7, "better": True}

@@ -254,16 +254,19 @@ def markdown_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> st
 def headline(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("mass_accuracy", "rank_accuracy",
                                                                        "region_aopc", "pixel_flipping")
              ) -> list[dict[str, Any]]:
-    """Canonized minus plain LRP per BN model, host and metric (positive = canonization better for ↑)."""
+    """Canonized minus plain LRP per BN model, host and metric (positive = canonization better for ↑); a
+    DenseNet's untangled canonization (``lrp_*_untangled``) is a second entry, host ``"<host> untangled"``."""
     by_key = {(r["model"], r["method"]): r for r in rows}
     out = []
     for (model, method), row in by_key.items():
-        if not method.endswith("_canonized") or "error" in row:
+        suffix = next((s for s in ("_canonized", "_untangled") if method.endswith(s)), None)
+        if suffix is None or "error" in row:
             continue
-        plain = by_key.get((model, method.replace("_canonized", "_plain")))
+        plain = by_key.get((model, method[:-len(suffix)] + "_plain"))
         if plain is None:
             continue
-        entry: dict[str, Any] = {"model": model, "host": method.split("_")[1]}
+        host = method.split("_")[1] + (" untangled" if suffix == "_untangled" else "")
+        entry: dict[str, Any] = {"model": model, "host": host}
         if "error" in plain:
             entry["plain_error"] = plain["error"]
         for k in metrics:
