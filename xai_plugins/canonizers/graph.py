@@ -312,6 +312,8 @@ class GraphCanonizer(Canonizer):
             self.override_forward(norm, _identity_forward)
         for path in plan.norm_only:
             self.override_forward(model.get_submodule(path), _norm_only_forward)
+        for path, forward in plan.forwards:
+            self.override_forward(model.get_submodule(path), forward)
         self.override_forward(model, plan.forward)
 
     def merge_preceding(self, layer: nn.Module, a: Tensor, b: Tensor) -> None:

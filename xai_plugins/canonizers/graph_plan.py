@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers import graph_trace as gt
+from xai_plugins.canonizers.graph_hierarchy import compile_forward, fold, map_nodes
 from xai_plugins.canonizers.modules import Concat, Gate, Sum
 
 __all__ = ["Plan", "Row", "build_plan", "probe_input"]
@@ -57,7 +58,8 @@ class Row:
     """One line of :func:`explain_canonization`'s table: what happens to one node or module."""
 
     action: str
-    """``merged``, ``explicit``, ``copied``, ``split``, ``removed``, ``left`` or ``unsupported``."""
+    """``merged``, ``explicit``, ``copied``, ``split``, ``removed``, ``left``, ``unsupported``, ``flat`` (a module
+    not called while canonized) or ``shifted`` (a module called with a value a BatchNorm merge changes)."""
     node: str
     """The ``torch.fx`` node's name."""
     module: str
@@ -78,6 +80,9 @@ class Plan:
     """``(bn, ((layer, first channel, end channel), ...))``: merges into the layers that feed a BN."""
     norm_only: list[str] = field(default_factory=list)
     """Fused norm-and-activation modules left unmerged: their forward becomes the norm alone."""
+    forwards: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    """``(module path, forward)``: the generated forwards of the modules folded back into the hierarchy whose
+    inside the rewrite changed, innermost first (see :mod:`~xai_plugins.canonizers.graph_hierarchy`)."""
     rows: list[Row] = field(default_factory=list)
     forward: Callable[..., Any] | None = None
     input_shape: tuple[int, ...] = ()
@@ -107,6 +112,14 @@ class _Planner:
     def __init__(self, model: nn.Module, graph: torch.fx.Graph) -> None:
         self.model = model
         self.graph = graph
+        self.renamed: dict[torch.fx.Node, torch.fx.Node] = {}
+        """Node erased or moved by the rewrite → the node holding its value now."""
+        self.changed: set[int] = set()
+        """Indices of the module calls (``node.meta[CALLS]``) whose region the rewrite touched."""
+        self.shifted: set[torch.fx.Node] = set()
+        """Nodes whose value a BatchNorm merge changes."""
+        self.called: dict[str, torch.fx.Node] = {}
+        """Module path → its one ``call_module`` node (modules called once, set by :meth:`merges`)."""
         self.modules: dict[str, nn.Module] = dict(model.named_modules())
         self.new: dict[str, nn.Module] = {}
         """Path → an instance like the one the plan creates there (for types, channel counts)."""
@@ -120,15 +133,30 @@ class _Planner:
         return self.new[path] if path in self.new else self.modules[path]
 
     def owner(self, node: torch.fx.Node) -> str:
-        """The innermost module (not a container) whose forward made ``node``: where new modules go."""
+        """The innermost module whose forward made ``node``, skipping containers that run their children in
+        turn (``nn.Sequential`` and its subclasses that keep its forward): where new modules go. A container
+        with its own forward (DenseNet's ``_DenseBlock``) owns its nodes; a module added to it is safe, as its
+        own forward no longer runs (the rewrite inside gives it a generated forward, or it stays flat)."""
         stack = node.meta.get("nn_module_stack") or {}
         paths = [value[0] for value in stack.values()]
         if node.op == "call_module" and paths:
             paths = paths[:-1]
         for path in reversed(paths):
-            if path in self.modules and not isinstance(self.modules[path], CONTAINERS):
+            if path in self.modules and not _runs_children(self.modules[path]):
                 return path
         return ""
+
+    def resolved(self, value: Any) -> torch.fx.Node:
+        """``value``, a node of the rewritten graph (as ``node.args`` holds it)."""
+        assert isinstance(value, torch.fx.Node)
+        return value
+
+    def touch(self, node: torch.fx.Node, value: torch.fx.Node | None = None) -> None:
+        """Record that the rewrite changes ``node`` (and, if ``value`` is given, that ``value`` holds its value
+        now): the module calls it was traced in do not keep their own forward."""
+        self.changed.update(node.meta.get(gt.CALLS, ()))
+        if value is not None and value is not node:
+            self.renamed[node] = value
 
     def add_child(self, parent: str, stem: str, factory: Callable[[nn.Module], nn.Module],
                   example: nn.Module) -> str:
@@ -148,6 +176,7 @@ class _Planner:
             call = self.graph.call_module(path, args=args)
         call.meta = dict(node.meta)
         node.replace_all_uses_with(call)
+        self.touch(node, call)
         self.graph.erase_node(node)
         return call
 
@@ -189,6 +218,7 @@ class _Planner:
 
                 copy_path = self.add_child(parent, name, factory, module)
                 node.target = copy_path
+                self.touch(node)
                 self.row("copied", node, copy_path, f"call {calls[path]} of {path} gets its own module")
         parts = gt.norm_act_parts(module)
         if parts and isinstance(module, (_BatchNorm, *self.frozen)):
@@ -203,8 +233,9 @@ class _Planner:
                 last.meta = dict(node.meta)
             for user in users:
                 user.replace_input_with(node, last)
+            self.touch(node, last)
             self.row("split", node, path, f"{type(module).__name__}: normalisation, then its "
-                     f"{' and '.join(parts)} as separate calls")
+                     f"{' and '.join(parts)} as separate calls (a hook on it sees the normalisation alone)")
         elif isinstance(module, gt.UNSUPPORTED_MODULES):
             self.row("unsupported", node, path, f"{type(module).__name__} has no exact canonical form for LRP")
         elif not self.known(module):
@@ -256,6 +287,7 @@ class _Planner:
             training = kwargs.get("training", args[2] if len(args) > 2 else True)
             if training is False:
                 node.replace_all_uses_with(args[0])
+                self.touch(node, args[0])
                 self.graph.erase_node(node)
                 self.row("removed", node, where, "functional dropout with training=False (an identity)")
             else:
@@ -284,7 +316,7 @@ class _Planner:
             return
         with self.graph.inserting_before(node):
             pooled = self.graph.call_module(pool, args=(source,))
-        pooled.meta = {}
+        pooled.meta = {gt.CALLS: node.meta.get(gt.CALLS, ())}
         flatten = self.add_child(where, "flatten", lambda model: nn.Flatten(1), nn.Flatten(1))
         self.replace(node, flatten, (pooled,))
         self.row("explicit", node, f"{pool}, {flatten}", "mean over (2, 3) → AdaptiveAvgPool2d(1), Flatten(1)")
@@ -328,6 +360,8 @@ class _Planner:
             if node.op == "call_module":
                 calls[node.target] = calls.get(node.target, 0) + 1
         once = {path for path, count in calls.items() if count == 1}
+        self.called = {node.target: node for node in self.graph.nodes
+                       if node.op == "call_module" and node.target in once}
         for node in self.graph.nodes:
             if node.op != "call_module" or node.target in self.new:
                 continue
@@ -350,6 +384,7 @@ class _Planner:
         layers = self.feeding(source, once)
         if layers is not None and sum(stop - start for _, start, stop in layers) == channels:
             self.plan.preceding.append((node.target, tuple(layers)))
+            self.shifted.update([self.resolved(source), *(self.called[path] for path, _, _ in layers)])
             names = ", ".join(path for path, _, _ in layers)
             self.row("merged", node, node.target, f"into the preceding {names}")
             return True
@@ -359,6 +394,7 @@ class _Planner:
         if chain is None:
             return False
         self.plan.following.append(chain)
+        self.shifted.update(self.called[path] for path in (node.target, chain[1], *chain[3]) if path is not None)
         relu, layers = chain[1], ", ".join((chain[2], *chain[4]))
         self.row("merged", node, node.target, f"into the following {layers}"
                  + (f" (its ReLU {relu} becomes a ThresholdReLU)" if relu else ""))
@@ -452,6 +488,11 @@ class _Planner:
                           if not (row.action in ("left", "unsupported") and row.node in gate_only)]
 
 
+def _runs_children(module: nn.Module) -> bool:
+    """A container whose forward calls its children in turn (``nn.Sequential``'s, or none at all)."""
+    return isinstance(module, CONTAINERS) and type(module).forward in (nn.Sequential.forward, nn.Module.forward)
+
+
 def probe_input(model: nn.Module, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
     """A standard-normal input of ``shape`` in the dtype and on the device of ``model``'s first floating-point
     parameter or buffer (float32 on the CPU for a model without any), so a float64 or GPU model is probed as it
@@ -462,21 +503,33 @@ def probe_input(model: nn.Module, shape: tuple[int, ...], generator: torch.Gener
     return torch.randn(shape, generator=generator).to(dtype=like.dtype, device=like.device)
 
 
-def build_plan(model: nn.Module, graph: torch.fx.Graph, input_shape: tuple[int, ...]) -> Plan:
-    """Plan the canonization of ``model`` from its traced ``graph`` (annotated with shapes from a probe input
-    of ``input_shape``); the plan's ``forward`` is generated by ``torch.fx`` from the rewritten graph."""
-    module = torch.fx.GraphModule(model, graph)
+def build_plan(model: nn.Module, traced: gt.Trace, input_shape: tuple[int, ...]) -> Plan:
+    """Plan the canonization of ``model`` from its ``traced`` graph (annotated with shapes from a probe input
+    of ``input_shape``); the rewritten graph is folded back into the module hierarchy
+    (:func:`~xai_plugins.canonizers.graph_hierarchy.fold`), and the plan's ``forward`` and ``forwards`` are
+    generated by ``torch.fx`` from what is left at the top level and from the folded regions."""
+    module = torch.fx.GraphModule(model, traced.graph)
     with torch.no_grad():
         ShapeProp(module).propagate(probe_input(model, input_shape))
     standalone = torch.fx.Graph()  # not owned by the GraphModule: new module paths do not exist there
-    standalone.output(standalone.graph_copy(module.graph, {}))
+    copies: dict[torch.fx.Node, torch.fx.Node] = {}
+    standalone.output(standalone.graph_copy(module.graph, copies))
+    calls = tuple(replace(call, args=map_nodes(call.args, copies.__getitem__),
+                          kwargs=map_nodes(call.kwargs, copies.__getitem__),
+                          output=map_nodes(call.output, copies.__getitem__)) for call in traced.calls)
     planner = _Planner(model, standalone)
     planner.rewrite()
     planner.merges()
     planner.drop_gate_branch_rows()
-    code = standalone.python_code(root_module="self")
-    namespace = dict(code.globals)
-    exec(compile(code.src, "<xai-plugins canonical forward>", "exec"), namespace)  # noqa: S102 - fx's own codegen
-    planner.plan.forward = namespace["forward"]
+    folding = fold(standalone, calls, planner.modules, planner.renamed, planner.changed, planner.shifted)
+    planner.plan.forwards = folding.forwards
+    planner.plan.rows.extend(Row("flat", "", path, f"not called while canonized, its hooks do not fire (the "
+                                 f"enclosing forward computes its nodes): {why}") for path, why in folding.flat)
+    planner.plan.rows.extend(Row("shifted", "", path, f"called while canonized, but its {what} is changed by a "
+                                 "BatchNorm merged across its boundary: hooks see that value")
+                             for path, what in folding.shifted)
+    planner.plan.forward = compile_forward(standalone, "<model>")
     planner.plan.input_shape = tuple(input_shape)
     return planner.plan
+
+

@@ -6,8 +6,11 @@ The graph canonizer reads a model's real data flow from a ``torch.fx`` trace. Mo
 norm-and-activation modules, ``Conv2dSame``, …) stay single ``call_module`` nodes; everything else is traced
 through, so additions, concatenations, products and functional calls written in any ``forward`` appear as
 nodes. Norm layers of every kind are kept as leaves so that an unsupported one (LayerNorm, GroupNorm) can be
-named with its module path. torchvision and timm are never imported here: their classes are looked up only
-if the user's process already imported them (a model of theirs cannot exist otherwise).
+named with its module path. The tracer also records every call of a module it traces through
+(:class:`ModuleCall`: its path, arguments and result as graph values) and marks each node with the calls it was
+traced in (``node.meta[CALLS]``), so the planner can fold the rewritten graph back into the module hierarchy
+(:mod:`~xai_plugins.canonizers.graph_hierarchy`). torchvision and timm are never imported here: their classes
+are looked up only if the user's process already imported them (a model of theirs cannot exist otherwise).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import operator
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,9 +32,12 @@ from xai_plugins.canonizers.modules import Concat, Gate, PositionalBiasConv2d, S
 
 __all__ = [
     "ADD",
+    "CALLS",
     "CAT",
     "MUL",
     "GraphTracer",
+    "ModuleCall",
+    "Trace",
     "UntraceableModelError",
     "fingerprint",
     "frozen_batchnorm_types",
@@ -48,6 +55,10 @@ MUL = frozenset({operator.mul, operator.imul, torch.mul, "mul", "mul_", "__mul__
 """``call_function`` targets and ``call_method`` names of a product."""
 CAT = frozenset({torch.cat, torch.concat, torch.concatenate})
 """``call_function`` targets of a concatenation."""
+
+
+CALLS = "xai_module_calls"
+"""``node.meta`` key: the indices (into :attr:`Trace.calls`) of the module calls a node was traced in."""
 
 
 class UntraceableModelError(ValueError):
@@ -125,14 +136,52 @@ def is_conv_or_linear(module: nn.Module) -> bool:
     return kind in same_math
 
 
+@dataclass(frozen=True)
+class ModuleCall:
+    """One call of a module the tracer traced through (not a leaf)."""
+
+    path: str
+    args: tuple
+    """The positional arguments as passed: graph nodes and constants, in lists, tuples and dicts as passed."""
+    kwargs: dict
+    output: Any
+    """What the call returned: a node, or nodes and constants in lists, tuples and dicts."""
+    outer: tuple[int, ...]
+    """Indices of the calls this call was made in, outermost first."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A traced graph with the module calls traced through; node ``n`` was traced in ``calls[i]`` for every
+    ``i`` in ``n.meta[CALLS]``."""
+
+    graph: torch.fx.Graph
+    calls: tuple[ModuleCall, ...]
+
+
+def _nodes(value: Any) -> Any:
+    """``value`` with every proxy replaced by its node, lists, tuples and dicts copied (a list a module passes
+    on and later appends to is recorded as it was at the call)."""
+    if isinstance(value, torch.fx.Proxy):
+        return value.node
+    if isinstance(value, (list, tuple)):
+        return type(value)(_nodes(item) for item in value) if type(value) in (list, tuple) else value
+    if isinstance(value, dict):
+        return {key: _nodes(item) for key, item in value.items()}
+    return value
+
+
 class GraphTracer(torch.fx.Tracer):
     """A ``torch.fx`` tracer whose leaves are torch's modules, norm layers, the explicit canonizer modules and
-    the modules timm and torchvision mark as leaves; it remembers the module it was tracing when it failed."""
+    the modules timm and torchvision mark as leaves; it remembers the module it was tracing when it failed and
+    records the calls it traces through (:class:`ModuleCall`, node marks under :data:`CALLS`)."""
 
     def __init__(self) -> None:
         super().__init__(autowrap_functions=_timm_autowrap())
         self._leaf_types = EXPLICIT_MODULES + NORM_LEAVES + _timm_leaf_types() + _other_leaves()
         self.path: list[str] = []
+        self.calls: list[ModuleCall] = []
+        self._open: list[int] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, self._leaf_types) or is_conv_or_linear(m):
@@ -140,18 +189,33 @@ class GraphTracer(torch.fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
-        self.path.append(self.path_of_module(m))
-        result = super().call_module(m, forward, args, kwargs)
+        path = self.path_of_module(m)
+        self.path.append(path)
+        if self.is_leaf_module(m, path):
+            result = super().call_module(m, forward, args, kwargs)
+        else:
+            index, last = len(self.calls), next(iter(reversed(self.graph.nodes)), None)
+            arguments, keywords = _nodes(args), _nodes(kwargs)
+            self._open.append(index)
+            self.calls.append(ModuleCall(path, arguments, keywords, None, tuple(self._open[:-1])))
+            result = super().call_module(m, forward, args, kwargs)
+            self._open.pop()
+            self.calls[index] = ModuleCall(path, arguments, keywords, _nodes(result), tuple(self._open))
+            for node in reversed(self.graph.nodes):
+                if node is last:
+                    break
+                node.meta[CALLS] = (index, *node.meta.get(CALLS, ()))
         self.path.pop()
         return result
 
 
-def trace(model: nn.Module) -> torch.fx.Graph:
-    """The ``torch.fx`` graph of ``model`` (see :class:`GraphTracer`); raises :class:`UntraceableModelError`
-    naming the module whose ``forward`` could not be traced."""
+def trace(model: nn.Module) -> Trace:
+    """The ``torch.fx`` graph of ``model`` and the module calls traced through (see :class:`GraphTracer`);
+    raises :class:`UntraceableModelError` naming the module whose ``forward`` could not be traced."""
     tracer = GraphTracer()
     try:
-        return tracer.trace(model)
+        graph = tracer.trace(model)
+        return Trace(graph, tuple(tracer.calls))
     except Exception as exc:  # noqa: BLE001 - every tracing failure gets the same explanation
         where = tracer.path[-1] if tracer.path else ""
         cls = type(model.get_submodule(where)) if where else type(model)
