@@ -8,7 +8,6 @@ Used by ``tests/canonizers/test_family_presets.py`` (the family presets and the 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,23 +16,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers import modules as explicit
 
-__all__ = ["Canonical", "PLACED", "PLACEMENT", "architecture_problems", "canonical", "captum_relevance",
-           "expected_layout", "relative", "zennit_relevance"]
+__all__ = ["Canonical", "PLACED", "architecture_problems", "canonical", "captum_relevance", "relative",
+           "zennit_relevance"]
 
 PLACED = (explicit.ExplicitModule, explicit.PositionalBiasConv2d, nn.ReLU, nn.Flatten, nn.AdaptiveAvgPool2d)
 """Module types whose places are compared: the explicit modules and the torch modules of functional calls."""
-
-
-def _densenet_block_concat(model: nn.Module) -> dict[tuple[str, str], int]:
-    return {(name, "Concat"): 1 for name, module in model.named_modules() if type(module).__name__ == "_DenseBlock"}
-
-
-PLACEMENT: dict[str, Callable[[nn.Module], dict[tuple[str, str], int]]] = {"densenet": _densenet_block_concat}
-"""Family → ``{(parent, type): count}`` of the hand-written canonical form that the graph canonizer places at the
-model's top level instead: the Concat joining a dense block's features. A torchvision ``_DenseBlock`` is an
-``nn.ModuleDict`` whose own forward iterates its children, so a module added there would be called by that
-forward; the graph canonizer puts new modules into the innermost module that is not a container and leaves every
-submodule's own forward as it is."""
 
 
 @dataclass
@@ -86,15 +73,6 @@ def canonical(model: nn.Module, canonizer, x: torch.Tensor) -> Canonical:
     finally:
         canonizer.remove()
     return Canonical(layout, dict(calls), output, merged, problems)
-
-
-def expected_layout(family: str, model: nn.Module, hand_written: collections.Counter) -> collections.Counter:
-    """The hand-written layout moved by :data:`PLACEMENT`: what the graph canonizer's layout must equal."""
-    expected = collections.Counter(hand_written)
-    for (parent, kind), count in PLACEMENT.get(family, lambda model: {})(model).items():
-        expected[(parent, kind)] -= count
-        expected[("", kind)] += count
-    return +expected
 
 
 def architecture_problems(model: nn.Module) -> list[str]:

@@ -180,10 +180,11 @@ class _Folder:
                 self.fold(index)
             else:
                 unfolded[index] = why
+        flat: dict[str, str] = {}
         for index, why in unfolded.items():
             if not any(outer in self.native for outer in self.calls[index].outer):
-                self.folding.flat.append((self.calls[index].path, why))
-        self.folding.flat.sort()
+                flat.setdefault(self.calls[index].path, why)
+        self.folding.flat = sorted(flat.items())
         return self.folding
 
     def fold(self, index: int) -> None:
