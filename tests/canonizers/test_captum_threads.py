@@ -20,6 +20,7 @@ from torch import nn
 from tests.canonizers.test_captum_canonized import assert_same_full, full_snapshot
 from tests.support.batchnorm import randomize_batchnorm
 from tests.support.canonizers import _resnet
+from xai_plugins.canonizers.graph import GraphCanonizer
 from xai_plugins.canonizers.torchvision_models import ResNetCanonizer
 
 pytest.importorskip("captum")
@@ -43,8 +44,8 @@ def _image(seed: int = 1) -> torch.Tensor:
     return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def _alone(model: nn.Module, x: torch.Tensor, target: int = 1) -> torch.Tensor:
-    with canonized(model):
+def _alone(model: nn.Module, x: torch.Tensor, target: int = 1, canonizers: list | None = None) -> torch.Tensor:
+    with canonized(model, canonizers):
         return LRP(model).attribute(x, target=target).detach()
 
 
@@ -139,15 +140,20 @@ def test_a_block_in_another_thread_is_refused_while_the_first_is_applying() -> N
     assert_same_full(before, full_snapshot(model))
 
 
-def test_a_block_in_another_thread_is_refused_between_and_during_lrp_calls() -> None:
+@pytest.mark.parametrize("graph", [False, True], ids=["family", "graph"])
+def test_a_block_in_another_thread_is_refused_between_and_during_lrp_calls(graph: bool) -> None:
+    """The pause is a forward hook on the stage ``layer3``, which fires under the family canonizer and under
+    ``GraphCanonizer`` alike (both keep the stage a called module)."""
     model, x = _model(1), _image(2)
-    reference, before = _alone(model, x), full_snapshot(model)
+    # verify=False: the probe verification's forward passes would count as calls of layer3
+    canonizers = [GraphCanonizer(input_shape=(1, 3, 32, 32), verify=False)] if graph else None
+    reference, before = _alone(model, x, canonizers=canonizers), full_snapshot(model)
     between, go_on = threading.Event(), threading.Event()
     during = _Pause(at=4)  # the second LRP call's relevance pass
     hook = model.layer3.register_forward_hook(during)
 
     def work() -> tuple[torch.Tensor, torch.Tensor]:
-        with canonized(model):
+        with canonized(model, canonizers):
             first_call = LRP(model).attribute(x, target=1).detach()
             between.set()
             assert go_on.wait(WAIT)
@@ -166,8 +172,9 @@ def test_a_block_in_another_thread_is_refused_between_and_during_lrp_calls() -> 
     finally:
         hook.remove()
     assert torch.equal(first_call, reference) and torch.equal(second_call, reference)
+    assert during.calls == 4
     assert_same_full(before, full_snapshot(model))
-    assert torch.equal(_alone(model, x), reference)  # free again once the first block has ended
+    assert torch.equal(_alone(model, x, canonizers=canonizers), reference)  # free again once the first block ended
 
 
 def test_one_canonizer_instance_shared_by_two_threads_blocks() -> None:
