@@ -3,10 +3,15 @@
 :class:`GraphCanonizer` traces the model (leaf modules kept, see :mod:`~xai_plugins.canonizers.graph_trace`),
 plans the rewrite from the graph's real data flow (:mod:`~xai_plugins.canonizers.graph_plan`: BatchNorm
 merged into a neighbouring linear layer, residual sums, concatenations, gates and functional calls as
-explicit modules) and applies it with the recording editors of :class:`~xai_plugins.canonizers.base.Canonizer`:
-new modules become children (so hosts see them in ``model.modules()``), merged layers get new parameters,
-merged BatchNorms an identity forward, and the model's ``forward`` the one ``torch.fx`` generated from the
-rewritten graph. ``apply`` is atomic and ``remove`` restores the model bitwise.
+explicit modules), folds the rewritten graph back into the module hierarchy
+(:mod:`~xai_plugins.canonizers.graph_hierarchy`) and applies it with the recording editors of
+:class:`~xai_plugins.canonizers.base.Canonizer`: new modules become children (so hosts see them in
+``model.modules()``), merged layers get new parameters, merged BatchNorms an identity forward, every module whose
+inside the rewrite changed and the model itself the ``forward`` ``torch.fx`` generated from their part of the
+rewritten graph. Blocks, stages and containers stay called modules, with the original arguments and results, so
+hooks on them (a user's, a host's, Captum's layer attributions) fire as without the canonizer; the modules for
+which that cannot hold are rows of :func:`explain_canonization`'s table (``flat``, ``shifted``). ``apply`` is
+atomic and ``remove`` restores the model bitwise.
 
 At apply the canonical model is checked on a probe input: an output more than ``tolerance`` (1e-5) away from
 the original, relative to its largest magnitude, is refused with an error and the model left untouched; so is
@@ -59,8 +64,8 @@ class CanonizationMismatchError(ValueError):
 
 class CanonizationTable(tuple):
     """What a graph canonization does, one :class:`~xai_plugins.canonizers.graph_plan.Row` per node or
-    module (``merged``, ``explicit``, ``copied``, ``split``, ``removed``, ``left``, ``unsupported``);
-    ``str()`` renders it as a fixed-width table."""
+    module (``merged``, ``explicit``, ``copied``, ``split``, ``removed``, ``left``, ``unsupported``, ``flat``,
+    ``shifted``); ``str()`` renders it as a fixed-width table."""
 
     def counts(self) -> dict[str, int]:
         """Number of rows per action."""
@@ -137,8 +142,9 @@ def plan_for(model: nn.Module, input_shape: Sequence[int] | None = None) -> Plan
 
 
 def explain_canonization(model: nn.Module, input_shape: Sequence[int] | None = None) -> CanonizationTable:
-    """The table of what :class:`GraphCanonizer` would merge, make explicit, split, copy or leave in ``model``
-    (and what it cannot canonize), without changing the model: what LRP will see."""
+    """The table of what :class:`GraphCanonizer` would merge, make explicit, split, copy or leave in ``model``,
+    which modules it cannot keep called (``flat``) or calls with changed values (``shifted``), and what it cannot
+    canonize, without changing the model: what LRP and hooks will see."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"explain_canonization expects a torch.nn.Module, got {type(model).__name__}")
     _check_eval(model)

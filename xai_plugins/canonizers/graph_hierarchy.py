@@ -46,8 +46,6 @@ class Folding:
 
     forwards: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     """``(module path, forward)``: folded modules whose region was rewritten, innermost first."""
-    kept: list[str] = field(default_factory=list)
-    """Folded modules that keep their own forward."""
     flat: list[tuple[str, str]] = field(default_factory=list)
     """``(module path, why)``: modules not called while canonized."""
     shifted: list[tuple[str, str]] = field(default_factory=list)
@@ -80,7 +78,8 @@ def _nodes(value: Any) -> list[torch.fx.Node]:
 
 def _unpack(value: Any, source: torch.fx.Node, graph: torch.fx.Graph,
             values: dict[torch.fx.Node, torch.fx.Node]) -> None:
-    """``values[node]`` = ``source`` or the ``getitem`` node of ``source`` holding ``node`` in ``value``."""
+    """``values[node]`` = ``source`` or the ``getitem`` node of ``source`` holding ``node`` in ``value`` (an
+    argument or a result: nodes and constants in lists, tuples and dicts), for every node in ``value``."""
     if isinstance(value, torch.fx.Node):
         values.setdefault(value, source)
         return
@@ -99,17 +98,6 @@ def map_nodes(value: Any, function: Callable[[torch.fx.Node], Any]) -> Any:
     if isinstance(value, dict):
         return {key: map_nodes(item, function) for key, item in value.items()}
     return value
-
-
-def _bind(value: Any, source: torch.fx.Node, graph: torch.fx.Graph, env: dict[torch.fx.Node, torch.fx.Node]) -> None:
-    """Map the nodes in ``value`` (an argument as passed) to ``source`` or items of it in ``graph``."""
-    if isinstance(value, torch.fx.Node):
-        env.setdefault(value, source)
-        return
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for key, item in items:
-        if _nodes(item):
-            _bind(item, graph.call_function(operator.getitem, (source, key)), graph, env)
 
 
 def _parameter_names(module: nn.Module, count: int) -> list[str]:
@@ -197,7 +185,6 @@ class _Folder:
             self.folding.forwards.append((call.path, self.generate(call, region, args, output)))
         else:
             self.native.add(index)
-            self.folding.kept.append(call.path)
         moved = [what for what, values in (("argument", _nodes(args)), ("result", _nodes(output)))
                  if any(value in self.shifted for value in values)]
         if moved:
@@ -239,8 +226,9 @@ class _Folder:
         module = self.modules[call.path]
         graph = torch.fx.Graph()
         env: dict[torch.fx.Node, torch.fx.Node] = {}
-        for name, argument in zip(_parameter_names(module, len(args)), args):
-            _bind(argument, graph.placeholder(name), graph, env)
+        placeholders = [graph.placeholder(name) for name in _parameter_names(module, len(args))]
+        for argument, placeholder in zip(args, placeholders):
+            _unpack(argument, placeholder, graph, env)
         cut = len(call.path) + 1
         for node in region:
             copied = graph.node_copy(node, env.__getitem__)
