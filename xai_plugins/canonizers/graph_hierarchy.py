@@ -61,10 +61,11 @@ def compile_forward(graph: torch.fx.Graph, name: str) -> Callable[..., Any]:
 
 
 def _leaves(value: Any) -> Iterator[Any]:
-    if isinstance(value, (list, tuple)):
+    """What ``value`` holds in (plain) lists, tuples and dicts, in order; anything else is a leaf itself."""
+    if type(value) in (list, tuple):
         for item in value:
             yield from _leaves(item)
-    elif isinstance(value, dict):
+    elif type(value) is dict:
         for item in value.values():
             yield from _leaves(item)
     else:
@@ -83,7 +84,7 @@ def _unpack(value: Any, source: torch.fx.Node, graph: torch.fx.Graph,
     if isinstance(value, torch.fx.Node):
         values.setdefault(value, source)
         return
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    items = value.items() if type(value) is dict else enumerate(value) if type(value) in (list, tuple) else ()
     for key, item in items:
         if _nodes(item):
             _unpack(item, graph.call_function(operator.getitem, (source, key)), graph, values)
@@ -93,11 +94,11 @@ def map_nodes(value: Any, function: Callable[[torch.fx.Node], Any]) -> Any:
     """``value`` (a node, or nodes and constants in lists, tuples and dicts) with every node mapped."""
     if isinstance(value, torch.fx.Node):
         return function(value)
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):
         return type(value)(map_nodes(item, function) for item in value)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return {key: map_nodes(item, function) for key, item in value.items()}
-    return value
+    return value  # a constant, or a container the tracer did not copy (then the call stays flat)
 
 
 def _parameter_names(module: nn.Module, count: int) -> list[str]:
@@ -133,9 +134,9 @@ class _Folder:
         if call.kwargs:
             return f"called with keyword arguments ({', '.join(call.kwargs)})"
         if any(not isinstance(leaf, (torch.fx.Node, *_CONSTANTS)) for leaf in _leaves(call.args)):
-            return "called with an argument that is neither a graph value nor a constant"
+            return "called with an argument that is not a tensor, a constant or a list, tuple or dict of them"
         if any(not isinstance(leaf, (torch.fx.Node, *_CONSTANTS)) for leaf in _leaves(call.output)):
-            return f"returns a {type(call.output).__name__} holding other values than graph values and constants"
+            return f"returns a {type(call.output).__name__}, not a tensor or a list, tuple or dict of tensors"
         inputs = {self.resolve(leaf) for leaf in _leaves(call.args) if isinstance(leaf, torch.fx.Node)}
         results = _nodes(map_nodes(call.output, self.resolve))
         if not results:

@@ -164,9 +164,9 @@ def _nodes(value: Any) -> Any:
     on and later appends to is recorded as it was at the call)."""
     if isinstance(value, torch.fx.Proxy):
         return value.node
-    if isinstance(value, (list, tuple)):
-        return type(value)(_nodes(item) for item in value) if type(value) in (list, tuple) else value
-    if isinstance(value, dict):
+    if type(value) in (list, tuple):
+        return type(value)(_nodes(item) for item in value)
+    if type(value) is dict:
         return {key: _nodes(item) for key, item in value.items()}
     return value
 
