@@ -111,6 +111,48 @@ def test_layer_lrp_on_the_stem_conserves(resnet18: nn.Module) -> None:
     assert_same_full(before, full_snapshot(resnet18))
 
 
+@pytest.mark.parametrize("graph", [False, True], ids=["family", "graph"])
+def test_layer_lrp_on_a_stage_reports_its_output_and_input_relevance(resnet18: nn.Module, graph: bool) -> None:
+    """``LayerLRP(model, model.layer4)``, a module with children, under the family and the graph canonizer: the
+    relevance at its output is the tensor the leaf it feeds receives (``avgpool``'s input) and sums to the logit;
+    the relevance at its input sums to the logit too (every path passes the stage); the model is restored."""
+    from xai_plugins.canonizers.graph import GraphCanonizer
+
+    x = image(4)
+    with torch.no_grad():
+        logit = float(resnet18(x)[0, 2])
+        stage_shape = resnet18.layer4(resnet18.layer3(resnet18.layer2(resnet18.layer1(resnet18.maxpool(
+            resnet18.relu(resnet18.bn1(resnet18.conv1(x)))))))).shape
+    before = full_snapshot(resnet18)
+    with canonized(resnet18, canonizers=[GraphCanonizer()] if graph else None):
+        output = LayerLRP(resnet18, resnet18.layer4).attribute(x, target=2)
+        fed = LayerLRP(resnet18, resnet18.avgpool).attribute(x, target=2, attribute_to_layer_input=True)
+        entering = LayerLRP(resnet18, resnet18.layer4).attribute(x, target=2, attribute_to_layer_input=True)
+    assert output.shape == stage_shape
+    torch.testing.assert_close(output, fed, rtol=1e-6, atol=1e-6 * float(fed.abs().max()))
+    for relevance in (output, entering):
+        assert abs(float(relevance.detach().sum()) - logit) <= DELTA_TOLERANCE * abs(logit)
+    assert_same_full(before, full_snapshot(resnet18))
+
+
+class _WithUnusedBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4, 2)
+        self.unused = nn.Sequential(nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def test_layer_lrp_on_a_module_that_was_not_called_names_it() -> None:
+    model = _WithUnusedBlock().eval()
+    with canonized(model, canonizers=[]):
+        with pytest.raises(RuntimeError, match="module 'unused' was not called"):
+            LayerLRP(model, model.unused).attribute(image(), target=0)
+
+
 def test_model_is_restored_when_the_block_raises(resnet18: nn.Module) -> None:
     before = full_snapshot(resnet18)
     with pytest.raises(RuntimeError, match="inside the block"):

@@ -116,6 +116,79 @@ def _pass_through_norm(module: nn.Module, inputs: tuple[Any, ...], output: Any) 
     return output.detach() + (input - input.detach())
 
 
+class ContainerRelevance(PropagationRule):
+    """The relevance at the output and inputs of a module with children, where Captum's ``LayerLRP`` reads it.
+
+    ``LayerLRP`` reads a layer's relevance from ``layer.rule.relevance_output`` (``relevance_input`` with
+    ``attribute_to_layer_input=True``), per device and normalised as Captum's rules store it, but Captum's ``LRP``
+    gives rules to leaves only, so ``LayerLRP(model, model.layer4)`` would raise. :func:`canonized` sets one of
+    these as the ``rule`` of every module with children (a block, a stage, an ``nn.Sequential``). Its pre-hook
+    hands the module a copy of each input tensor and its hook returns a copy of the output; what flows back
+    through a copy is relevance (every ruled leaf converts gradient to relevance at its own inputs, and the output
+    copy sits before the producing leaf's rule divides by its output), and hooks on the copies record it. Values
+    are unchanged; a module that was not called in the last relevance pass (one the graph canonizer lists as
+    ``flat``) raises a clear error instead.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._output: dict[torch.device, Any] = {}
+        self._inputs: dict[torch.device, dict[int, torch.Tensor]] = {}
+        self._input_count = 0
+
+    @property
+    def relevance_output(self) -> dict[torch.device, Any]:
+        return self._recorded(self._output, "output")
+
+    @property
+    def relevance_input(self) -> dict[torch.device, Any]:
+        relevance = {device: values[0] if self._input_count == 1 else
+                     tuple(values.get(index) for index in range(self._input_count))
+                     for device, values in self._inputs.items()}
+        return self._recorded(relevance, "inputs")
+
+    def _recorded(self, relevance: dict[torch.device, Any], where: str) -> dict[torch.device, Any]:
+        if not relevance:
+            raise RuntimeError(
+                f"LayerLRP: module '{self.name}' was not called with gradients in the last relevance pass, so its "
+                f"{where} have no relevance. A module the graph canonizer keeps flat is not called while canonized "
+                "(explain_canonization(model) lists it); use a leaf it feeds, with attribute_to_layer_input=True.")
+        return relevance
+
+    def _manipulate_weights(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
+        return None
+
+    def pre_hook(self, module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not torch.is_grad_enabled():
+            return None
+        self._inputs = {}
+        self._input_count = len(inputs)
+        copies = []
+        for index, value in enumerate(inputs):
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                value = value.clone()
+                value.register_hook(self._record_input(index))
+            copies.append(value)
+        return tuple(copies)
+
+    def hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        if not (isinstance(output, torch.Tensor) and output.requires_grad):
+            return None
+        self._output = {}
+        output = output.clone()
+        output.register_hook(self._record_output)
+        return output
+
+    def _record_output(self, grad: torch.Tensor) -> None:
+        self._output[grad.device] = grad.detach()
+
+    def _record_input(self, index: int) -> Callable[[torch.Tensor], None]:
+        def record(grad: torch.Tensor) -> None:
+            self._inputs.setdefault(grad.device, {})[index] = grad.detach()
+
+        return record
+
+
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Leaf modules in the order Captum's LRP collects them (children, recursively)."""
     return [(name, module) for name, module in model.named_modules() if not any(True for _ in module.children())]
@@ -157,6 +230,7 @@ class _CaptumCanonization:
             self.input_hooks = [module.register_forward_hook(_pass_through_norm) for module in self.model.modules()
                                 if isinstance(module, _BatchNorm) and any(True for _ in module.children())]
             self.input_hooks += [module.register_forward_pre_hook(_private_inputs) for module in self.module_rules]
+            self._attach_container_relevance()
             self.state_dict_hook = self.model.register_state_dict_pre_hook(self._reattach_rules)
         except BaseException:
             self.exit()
@@ -207,6 +281,15 @@ class _CaptumCanonization:
                 "canonized(model, rules={**CANONIZED_RULES, ModuleType: RuleFactory})."
             )
         return rules
+
+    def _attach_container_relevance(self) -> None:
+        for name, module in self.model.named_modules():
+            if module is self.model or "rule" in module.__dict__ or not any(True for _ in module.children()):
+                continue
+            container = ContainerRelevance(name)
+            module.rule = container
+            self.input_hooks.append(module.register_forward_pre_hook(container.pre_hook))
+            self.input_hooks.append(module.register_forward_hook(container.hook))
 
     def _attach_rules(self) -> None:
         for module, rule in self.module_rules.items():
