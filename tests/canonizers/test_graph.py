@@ -390,6 +390,19 @@ def test_an_ill_conditioned_model_within_its_own_rounding_is_accepted() -> None:
     assert_same(before, snapshot(model))
 
 
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32).filter(lambda v: v != 0), min_size=1,
+                       max_size=64), double=st.booleans())
+def test_the_rounding_probe_moves_every_value_by_exactly_one_ulp(values: list[float], double: bool) -> None:
+    """The verification's noise measure moves every non-zero finite value to one of its two float neighbours."""
+    value = torch.tensor(values, dtype=torch.float64 if double else torch.float32)
+    moved = graph._one_ulp_away(value)
+    up = torch.nextafter(value, torch.full_like(value, float("inf")))
+    down = torch.nextafter(value, torch.full_like(value, float("-inf")))
+    assert bool(((moved == up) | (moved == down)).all())
+    assert bool((moved != value).all())
+
+
 def test_training_mode_is_refused() -> None:
     _refused(build("torchvision:resnet18").train(), ValueError, r"model\.eval\(\)")
 
