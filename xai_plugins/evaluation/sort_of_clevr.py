@@ -95,16 +95,20 @@ class SortOfClevr(Dataset):
     """
 
     def __init__(self, length: int = 1000, *, split: str = "train", seed: int = 0, size: int = 64,
-                 object_size: int | None = None, relational: bool | None = None) -> None:
+                 object_size: int | None = None, relational: bool | None = None, grid: int | None = None) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
         self.object_size = object_size if object_size is not None else max(4, round(size * 0.15))
-        if size < 4 * self.object_size:
+        if grid is None and size < 4 * self.object_size:
             raise ValueError(f"size={size} is too small for six objects of {self.object_size} pixels; "
                              f"use size >= {4 * self.object_size}")
+        if grid is not None and (grid * grid < len(COLOURS) or size % grid or self.object_size > size // grid):
+            raise ValueError(f"grid={grid} needs at least {len(COLOURS)} cells that divide size={size} and hold "
+                             f"an object of {self.object_size} pixels")
         self.length, self.split, self.seed, self.size, self.relational = length, split, seed, size, relational
+        self.grid = grid
 
     def __len__(self) -> int:
         return self.length
@@ -116,8 +120,18 @@ class SortOfClevr(Dataset):
         return torch.from_numpy(image), torch.from_numpy(question), label, torch.from_numpy(mask)
 
     def scene(self, rng: np.random.Generator) -> Scene:
-        """Six non-overlapping objects (centres at least 1.5 object sizes apart, inside the canvas)."""
+        """Six non-overlapping objects (centres at least 1.5 object sizes apart, inside the canvas); with
+        ``grid``, each object lies wholly inside its own cell of a ``grid x grid`` partition of the canvas (the
+        cells of the Relation Network's encoder grid when ``size / grid`` is its stride), at a uniformly drawn
+        position in that cell."""
         half, gap = self.object_size / 2, 1.5 * self.object_size
+        if self.grid is not None:
+            cell = self.size // self.grid
+            cells = rng.choice(self.grid * self.grid, size=len(COLOURS), replace=False)
+            corner = np.stack([cells // self.grid, cells % self.grid], axis=1) * cell
+            offset = rng.uniform(half, cell - 1 - half, size=(len(COLOURS), 2))
+            return Scene(corner + offset, rng.integers(0, len(SHAPES), size=len(COLOURS)), self.object_size,
+                         self.size)
         centres: list[np.ndarray] = []
         while len(centres) < len(COLOURS):
             candidate = rng.uniform(half, self.size - 1 - half, size=2)
@@ -144,6 +158,20 @@ class SortOfClevr(Dataset):
         for i in involved:
             mask[0, _object_mask(scene, i)] = 1.0
         return image, encode_question(colour, kind), label, mask
+
+    def every_question(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The image of scene ``index`` with every question about it (each colour, each type, in the order
+        colour-major): image ``(3, size, size)``, questions ``(36, 11)``, answers ``(36,)``. The scene is item
+        ``index``'s; its own question is one of these."""
+        rng = np.random.default_rng([self.seed, _SPLITS.index(self.split), index])
+        scene = self.scene(rng)
+        image = np.ones((3, self.size, self.size), dtype=np.float32)
+        for i, (_, rgb) in enumerate(COLOURS):
+            image[:, _object_mask(scene, i)] = np.asarray(rgb, dtype=np.float32)[:, None]
+        pairs = [(colour, kind) for colour in range(len(COLOURS)) for kind in range(len(QUESTION_TYPES))]
+        questions = np.stack([encode_question(c, k) for c, k in pairs])
+        answers = np.asarray([answer(scene, c, k)[0] for c, k in pairs], dtype=np.int64)
+        return image, questions, answers
 
     def tensors(self, indices: range | list[int] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
