@@ -12,13 +12,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xai_plugins.evaluation import relational as R
-from xai_plugins.evaluation.sort_of_clevr import ANSWERS, COLOURS, QUESTION_DIM, QUESTION_TYPES, SHAPES, SortOfClevr
+from xai_plugins.evaluation.sort_of_clevr import (
+    ANSWERS,
+    COLOURS,
+    QUESTION_DIM,
+    QUESTION_TYPES,
+    SHAPES,
+    SortOfClevr,
+    _object_mask,
+)
 
 
 @settings(max_examples=40, deadline=None)
-@given(index=st.integers(0, 10_000), seed=st.integers(0, 3))
-def test_answers_and_masks_follow_the_definitions(index: int, seed: int) -> None:
-    data = SortOfClevr(10_001, split="test", seed=seed)
+@given(index=st.integers(0, 10_000), seed=st.integers(0, 3),
+       layout=st.sampled_from([{}, {"size": 48, "grid": 3, "object_size": 10}]))
+def test_answers_and_masks_follow_the_definitions(index: int, seed: int, layout: dict) -> None:
+    data = SortOfClevr(10_001, split="test", seed=seed, **layout)
     rng = np.random.default_rng([seed, 1, index])
     scene = data.scene(rng)
     image, question, label, mask = data.render(index)
@@ -59,6 +68,36 @@ def test_items_are_deterministic_and_restricted_by_question_group() -> None:
         SortOfClevr(1, size=12)
 
 
+@settings(max_examples=20, deadline=None)
+@given(index=st.integers(0, 10_000), grid=st.sampled_from([3, 4]))
+def test_grid_scenes_put_each_object_wholly_inside_its_own_cell(index: int, grid: int) -> None:
+    data = SortOfClevr(10_001, seed=1, size=16 * grid, grid=grid, object_size=10)
+    scene = data.scene(np.random.default_rng([1, 0, index]))
+    cells = set()
+    for i in range(len(COLOURS)):
+        rows, cols = np.nonzero(_object_mask(scene, i))
+        cell = {(int(r) // 16, int(c) // 16) for r, c in zip(rows, cols)}
+        assert len(cell) == 1
+        cells |= cell
+    assert len(cells) == len(COLOURS)
+
+
+def test_every_question_of_a_scene_holds_its_item_and_many_questions_is_the_model() -> None:
+    data = R.dataset(R.RECIPE, 3, split="train", seed=0)
+    image, question, label, _ = data.render(2)
+    scene_image, questions, answers = data.every_question(2)
+    assert np.array_equal(image, scene_image) and questions.shape == (36, QUESTION_DIM)
+    (own,) = np.nonzero((questions == question).all(1))[0]
+    assert answers[own] == label
+    torch.manual_seed(0)
+    model = R.build().eval()
+    x = torch.stack([torch.from_numpy(data.every_question(i)[0]) for i in range(3)])
+    q = torch.from_numpy(questions)
+    image_of, asked = torch.tensor([0, 1, 2, 2, 0]), torch.tensor([0, 7, 35, 3, 20])
+    with torch.no_grad():
+        torch.testing.assert_close(R.many_questions(model, x, q[asked], image_of), model(x[image_of], q[asked]))
+
+
 def test_the_relation_network_fits_a_small_set_exactly() -> None:
     """The wiring works end to end: question, image and coordinates reach ``g`` and ``f`` well enough that the
     benchmark architecture memorises 64 scenes (every question type) to 100 % accuracy in eval mode (BatchNorm
@@ -87,11 +126,11 @@ def test_reduced_training_and_relational_evaluation_run_within_ci() -> None:
     from xai_plugins_workbench.relational import METHODS, evaluate_relational
 
     torch.manual_seed(0)
-    recipe = replace(R.RECIPE, samples=1280, test_samples=200, lr=3e-3)
+    recipe = replace(R.RECIPE, samples=640, epochs=3, test_samples=200)
     model, record = R.train(recipe)
     assert set(record["test_accuracy"]) == {"all", "non_relational", "relational"}
     assert record["test_accuracy"]["all"] > 1 / len(ANSWERS)
-    rows = evaluate_relational(model, images=20, batch_size=10)
+    rows = evaluate_relational(model, images=20, batch_size=10, recipe=recipe)
     assert {(r["method"], r["questions"]) for r in rows} == {(m, g) for m in METHODS
                                                              for g in ("non_relational", "relational")}
     for row in rows:
@@ -103,3 +142,4 @@ def test_reduced_training_and_relational_evaluation_run_within_ci() -> None:
 def test_loading_without_a_checkpoint_names_the_command(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="python -m xai_plugins.evaluation.relational train"):
         R.load(tmp_path)
+

@@ -71,7 +71,7 @@ def _evaluate_relational(args: argparse.Namespace) -> int:
     from xai_plugins_workbench.relational import evaluate_relational, markdown
 
     rows = evaluate_relational(load(args.checkpoint_dir), images=args.images, seed=args.seed,
-                               batch_size=args.batch_size, size=recipe_of(args.checkpoint_dir).size)
+                               batch_size=args.batch_size, recipe=recipe_of(args.checkpoint_dir))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = f"# Relational benchmark on {args.images} Sort-of-CLEVR test scenes (seed {args.seed})\n\n" + \

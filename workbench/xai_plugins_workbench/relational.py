@@ -17,8 +17,7 @@ from torch import Tensor, nn
 
 from xai_plugins.evaluation import metrics as M
 from xai_plugins.evaluation.controls import input_attribution, random_attribution
-from xai_plugins.evaluation.relational import RECIPE, bound_to_question
-from xai_plugins.evaluation.sort_of_clevr import SortOfClevr
+from xai_plugins.evaluation.relational import RECIPE, RelationalRecipe, bound_to_question, dataset
 
 Explain = Callable[[nn.Module, Tensor, Tensor, Tensor], Tensor]
 
@@ -85,15 +84,16 @@ METHODS: dict[str, Explain] = {
 
 
 def evaluate_relational(model: nn.Module, *, images: int = 200, seed: int = 0, batch_size: int = 50,
-                        size: int = RECIPE.size, methods: tuple[str, ...] = tuple(METHODS)) -> list[dict[str, Any]]:
+                        recipe: RelationalRecipe = RECIPE, methods: tuple[str, ...] = tuple(METHODS)
+                        ) -> list[dict[str, Any]]:
     """One row per (method, question group) with the mean and standard error of each score on ``images`` test
-    scenes of ``size`` pixels (the size the model was trained on); the target is the model's own answer
-    (explanations of the prediction, as in CLEVR-XAI), ``correct`` its accuracy."""
+    scenes drawn as ``recipe`` (the one the model was trained with) draws them; the target is the model's own
+    answer (explanations of the prediction, as in CLEVR-XAI), ``correct`` its accuracy."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     model.eval()
-    data = SortOfClevr(images, split="test", seed=seed + 5000, size=size)
+    data = dataset(recipe, images, split="test", seed=seed + 5000)
     x, q, answers, masks = data.tensors()
     with torch.no_grad():
         logits = model(x, q)

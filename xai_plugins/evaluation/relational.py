@@ -2,9 +2,9 @@
 scored against the ground-truth masks of each question (the canonization paper's relational claim).
 
 ``python -m xai_plugins.evaluation.relational train`` reproduces the shipped checkpoint
-(``checkpoints/relation_network.safetensors`` and its ``.json`` record); ``evaluate`` compares LRP with and
-without :class:`~xai_plugins.canonizers.relation_network.RelationNetworkCanonizer`. Both take ``--samples`` to
-run reduced (CI) or full sizes.
+(``checkpoints/relation_network.safetensors`` and its ``.json`` record; ``--samples`` and ``--epochs`` run
+reduced sizes); ``xai-plugins evaluate --dataset sort-of-clevr`` compares LRP with and without
+:class:`~xai_plugins.canonizers.relation_network.RelationNetworkCanonizer` on it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -24,32 +24,42 @@ from xai_plugins.cli_options import add_output_dir
 from xai_plugins.evaluation.sort_of_clevr import ANSWERS, QUESTION_DIM, SortOfClevr
 from xai_plugins.model_state import explaining
 
-__all__ = ["RelationalRecipe", "RECIPE", "accuracy", "bound_to_question", "build", "load", "recipe_of", "train"]
+if TYPE_CHECKING:
+    from xai_plugins.canonizers.relation_network import RelationNetwork
+
+__all__ = ["RelationalRecipe", "RECIPE", "accuracy", "bound_to_question", "build", "dataset", "load", "many_questions",
+           "recipe_of", "train"]
 
 CHECKPOINT = "relation_network"
 
 
 @dataclass(frozen=True)
 class RelationalRecipe:
-    """Architecture and training of the benchmark Relation Network (Adam, linear warm-up to a constant rate,
-    fresh scenes, each seen once).
+    """Architecture, scenes and training of the benchmark Relation Network.
 
-    48-pixel scenes give a 3x3 encoder grid (81 pairs), which with a two-layer ``g`` of width 64 keeps a step
-    cheap on a CPU. Learning is slow in samples, not broken: the network memorises 64 scenes exactly
-    (``tests/evaluation/test_relational.py::test_the_relation_network_fits_a_small_set_exactly``), but on fresh
-    scenes it sits at the answer priors for thousands of steps before it binds the question's colour to an
-    object, as Relation Networks do on Sort-of-CLEVR (Santoro et al. train for many epochs).
+    Scenes: ``size`` pixels, objects of ``object_size`` pixels; with ``grid``, each object lies in its own
+    cell of the encoder's ``grid x grid`` output (``size / grid`` is the encoder's stride, ``2**conv_layers``),
+    so that every Relation Network object is at most one shape. Training: ``samples`` fixed scenes, reused for
+    ``epochs`` passes; each step encodes ``batch_size`` scenes once and asks ``questions`` of the 36 questions
+    about each (Santoro et al. ask 20 per image); Adam with a linear warm-up to ``lr``, then cosine decay to
+    zero; gradient norm clipped at ``clip``.
     """
 
     size: int = 48
+    grid: int | None = 3
+    object_size: int | None = 10
     channels: int = 24
+    conv_layers: int = 4
     g_width: int = 64
     g_layers: int = 2
     f_width: int = 64
-    samples: int = 288000
+    samples: int = 10000
+    epochs: int = 50
+    questions: int = 12
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-3
     warmup_steps: int = 200
+    clip: float = 1.0
     seed: int = 0
     test_samples: int = 1000
 
@@ -62,8 +72,14 @@ def build(recipe: RelationalRecipe = RECIPE) -> nn.Module:
     from xai_plugins.canonizers.relation_network import RelationNetwork
 
     return RelationNetwork(num_classes=len(ANSWERS), question_dim=QUESTION_DIM, channels=recipe.channels,
-                           conv_layers=4, g_width=recipe.g_width, g_layers=recipe.g_layers,
+                           conv_layers=recipe.conv_layers, g_width=recipe.g_width, g_layers=recipe.g_layers,
                            f_width=recipe.f_width, dropout=0.0)
+
+
+def dataset(recipe: RelationalRecipe, length: int, *, split: str, seed: int, **options: Any) -> SortOfClevr:
+    """Sort-of-CLEVR scenes as ``recipe`` draws them (size, grid, object size)."""
+    return SortOfClevr(length, split=split, seed=seed, size=recipe.size, grid=recipe.grid,
+                       object_size=recipe.object_size, **options)
 
 
 @torch.no_grad()
@@ -81,28 +97,78 @@ def accuracy(model: nn.Module, data: SortOfClevr, batch_size: int = 250) -> dict
             "relational": float(hit[rel].float().mean())}
 
 
+def many_questions(model: RelationNetwork, images: Tensor, questions: Tensor, image_of: Tensor) -> Tensor:
+    """``model(images[image_of], questions)`` with each image encoded once, and ``g``'s first layer applied
+    per object instead of per pair (it is linear in the concatenated pair: ``W [o_i, o_j, q] = W_1 o_i + W_2 o_j
+    + W_3 q``); the same function, for training on several questions per scene."""
+    objects = model.objects(images)
+    first = model.g[0]
+    if not isinstance(first, nn.Linear):
+        raise TypeError(f"expected a Relation Network whose g starts with a Linear layer, got {first}")
+    width = objects.shape[-1]
+    left = objects @ first.weight[:, :width].T
+    right = objects @ first.weight[:, width:2 * width].T
+    asked = questions @ first.weight[:, 2 * width:].T + first.bias
+    pairs = left[image_of][:, :, None, :] + right[image_of][:, None, :, :] + asked[:, None, None, :]
+    relations = model.g[1:](pairs.flatten(1, 2))
+    return model.f(relations.sum(dim=1))
+
+
 def train(recipe: RelationalRecipe = RECIPE, *, progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Train from ``recipe.seed`` on freshly drawn scenes (each seen once); returns the model and a record."""
+    """Train from ``recipe.seed`` (see :class:`RelationalRecipe`); returns the model and a record."""
+    import time
+
+    import numpy as np
+
+    started = time.perf_counter()
+    from xai_plugins.canonizers.relation_network import RelationNetwork
+
     torch.manual_seed(recipe.seed)
     model = build(recipe)
-    data = SortOfClevr(recipe.samples, split="train", seed=recipe.seed, size=recipe.size)
-    loader = torch.utils.data.DataLoader(data, batch_size=recipe.batch_size, shuffle=False)
+    assert isinstance(model, RelationNetwork)
+    data = dataset(recipe, recipe.samples, split="train", seed=recipe.seed)
+    items = [data.every_question(i) for i in range(len(data))]
+    images = torch.from_numpy(np.stack([it[0] for it in items]))
+    questions = torch.from_numpy(items[0][1])
+    answers = torch.from_numpy(np.stack([it[2] for it in items]))
+    del items
     optimiser = torch.optim.Adam(model.parameters(), lr=recipe.lr)
-    steps = math.ceil(len(data) / recipe.batch_size)
+    per_epoch = math.ceil(len(data) / recipe.batch_size)
+    steps = per_epoch * recipe.epochs
     warmup = max(1, recipe.warmup_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
+
+    def rate(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
+    generator = torch.Generator().manual_seed(recipe.seed)
     model.train()
-    for step, (x, q, a, _) in enumerate(loader):
-        optimiser.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x, q), a)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if progress and step % 100 == 0:
-            print(f"step {step}/{steps} loss {loss.item():.3f}", file=sys.stderr, flush=True)
+    step = 0
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(data), recipe.batch_size):
+            scenes = order[start:start + recipe.batch_size]
+            asked = torch.rand(len(scenes), len(questions), generator=generator).argsort(1)[:, :recipe.questions]
+            image_of = torch.arange(len(scenes))[:, None].expand_as(asked).flatten()
+            asked = asked.flatten()
+            optimiser.zero_grad(set_to_none=True)
+            logits = many_questions(model, images[scenes], questions[asked], image_of)
+            loss = nn.functional.cross_entropy(logits, answers[scenes][image_of, asked])
+            loss.backward()
+            if recipe.clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
+            optimiser.step()
+            schedule.step()
+            if progress and step % 100 == 0:
+                print(f"step {step}/{steps} loss {loss.item():.3f} {time.perf_counter() - started:.0f}s",
+                      file=sys.stderr, flush=True)
+            step += 1
     model.eval()
-    test = SortOfClevr(recipe.test_samples, split="test", seed=recipe.seed + 1, size=recipe.size)
-    record = {"recipe": asdict(recipe), "test_accuracy": accuracy(model, test),
+    seconds = time.perf_counter() - started
+    test = dataset(recipe, recipe.test_samples, split="test", seed=recipe.seed + 1)
+    record = {"recipe": asdict(recipe), "test_accuracy": accuracy(model, test), "training_seconds": round(seconds),
               "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
               "python": platform.python_version()}
     return model, record
@@ -156,11 +222,12 @@ def bound_to_question(model: nn.Module, questions: Tensor) -> QuestionBound:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``train [--samples N] [--output-dir DIR]`` or ``evaluate [--samples N]``."""
+    """``train [--samples N] [--epochs N] [--output-dir DIR]``."""
     parser = argparse.ArgumentParser(prog="python -m xai_plugins.evaluation.relational", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train the benchmark Relation Network and write its checkpoint")
     p.add_argument("--samples", type=int, default=RECIPE.samples, help=f"training scenes (default {RECIPE.samples})")
+    p.add_argument("--epochs", type=int, default=RECIPE.epochs, help=f"passes over them (default {RECIPE.epochs})")
     add_output_dir(p, None, "checkpoint directory (default: the shipped one)", type=Path)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
@@ -169,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from xai_plugins.evaluation.training import save_checkpoint
 
-    model, record = train(replace(RECIPE, samples=args.samples), progress=True)
+    model, record = train(replace(RECIPE, samples=args.samples, epochs=args.epochs), progress=True)
     path = save_checkpoint(model, CHECKPOINT, record, args.output_dir)
     print(f"relation network: test accuracy {record['test_accuracy']} -> {path}")
     return 0
