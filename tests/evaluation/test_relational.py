@@ -143,3 +143,11 @@ def test_loading_without_a_checkpoint_names_the_command(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="python -m xai_plugins.evaluation.relational train"):
         R.load(tmp_path)
 
+
+def test_the_shipped_checkpoint_answers_both_question_groups() -> None:
+    """The shipped Relation Network reads the image: well above the question-type priors on both groups (its
+    record: 0.99 non-relational, 0.75 relational on 1,000 test scenes)."""
+    model = R.load()
+    data = R.dataset(R.recipe_of(), 200, split="test", seed=R.recipe_of().seed + 1)
+    result = R.accuracy(model, data)
+    assert result["non_relational"] > 0.9 and result["relational"] > 0.6
