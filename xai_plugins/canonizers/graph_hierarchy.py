@@ -33,9 +33,9 @@ from typing import Any
 import torch.fx
 from torch import nn
 
-from xai_plugins.canonizers.graph_trace import CALLS, ModuleCall
+from xai_plugins.canonizers.graph_trace import CALLS, ModuleCall, map_nodes
 
-__all__ = ["Folding", "compile_forward", "fold", "map_nodes"]
+__all__ = ["Folding", "compile_forward", "fold"]
 
 _CONSTANTS = (bool, int, float, str, type(None))
 
@@ -88,17 +88,6 @@ def _unpack(value: Any, source: torch.fx.Node, graph: torch.fx.Graph,
     for key, item in items:
         if _nodes(item):
             _unpack(item, graph.call_function(operator.getitem, (source, key)), graph, values)
-
-
-def map_nodes(value: Any, function: Callable[[torch.fx.Node], Any]) -> Any:
-    """``value`` (a node, or nodes and constants in lists, tuples and dicts) with every node mapped."""
-    if isinstance(value, torch.fx.Node):
-        return function(value)
-    if type(value) in (list, tuple):
-        return type(value)(map_nodes(item, function) for item in value)
-    if type(value) is dict:
-        return {key: map_nodes(item, function) for key, item in value.items()}
-    return value  # a constant, or a container the tracer did not copy (then the call stays flat)
 
 
 def _parameter_names(module: nn.Module, count: int) -> list[str]:

@@ -43,7 +43,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from xai_plugins.canonizers import graph_trace as gt
-from xai_plugins.canonizers.graph_hierarchy import compile_forward, fold, map_nodes
+from xai_plugins.canonizers.graph_hierarchy import compile_forward, fold
 from xai_plugins.canonizers.modules import Concat, Gate, Sum
 
 __all__ = ["Plan", "Row", "build_plan", "probe_input"]
@@ -516,9 +516,9 @@ def build_plan(model: nn.Module, traced: gt.Trace, input_shape: tuple[int, ...])
     standalone = torch.fx.Graph()  # not owned by the GraphModule: new module paths do not exist there
     copies: dict[torch.fx.Node, torch.fx.Node] = {}
     standalone.output(standalone.graph_copy(module.graph, copies))
-    calls = tuple(replace(call, args=map_nodes(call.args, copies.__getitem__),
-                          kwargs=map_nodes(call.kwargs, copies.__getitem__),
-                          output=map_nodes(call.output, copies.__getitem__)) for call in traced.calls)
+    calls = tuple(replace(call, args=gt.map_nodes(call.args, copies.__getitem__),
+                          kwargs=gt.map_nodes(call.kwargs, copies.__getitem__),
+                          output=gt.map_nodes(call.output, copies.__getitem__)) for call in traced.calls)
     planner = _Planner(model, standalone)
     planner.rewrite()
     planner.merges()
@@ -533,5 +533,3 @@ def build_plan(model: nn.Module, traced: gt.Trace, input_shape: tuple[int, ...])
     planner.plan.forward = compile_forward(standalone, "<model>")
     planner.plan.input_shape = tuple(input_shape)
     return planner.plan
-
-

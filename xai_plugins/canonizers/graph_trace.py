@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -42,6 +42,7 @@ __all__ = [
     "fingerprint",
     "frozen_batchnorm_types",
     "is_conv_or_linear",
+    "map_nodes",
     "norm_act_parts",
     "trace",
 ]
@@ -159,16 +160,23 @@ class Trace:
     calls: tuple[ModuleCall, ...]
 
 
+def map_nodes(value: Any, function: Callable[[Any], Any], kind: type = torch.fx.Node) -> Any:
+    """``value`` (a ``kind`` instance, or such instances and constants in plain lists, tuples and dicts) with
+    every ``kind`` instance mapped by ``function`` and the lists, tuples and dicts copied. Other containers (a
+    namedtuple) are returned as they are."""
+    if isinstance(value, kind):
+        return function(value)
+    if type(value) in (list, tuple):
+        return type(value)(map_nodes(item, function, kind) for item in value)
+    if type(value) is dict:
+        return {key: map_nodes(item, function, kind) for key, item in value.items()}
+    return value
+
+
 def _nodes(value: Any) -> Any:
     """``value`` with every proxy replaced by its node, lists, tuples and dicts copied (a list a module passes
     on and later appends to is recorded as it was at the call)."""
-    if isinstance(value, torch.fx.Proxy):
-        return value.node
-    if type(value) in (list, tuple):
-        return type(value)(_nodes(item) for item in value)
-    if type(value) is dict:
-        return {key: _nodes(item) for key, item in value.items()}
-    return value
+    return map_nodes(value, lambda proxy: proxy.node, torch.fx.Proxy)
 
 
 class GraphTracer(torch.fx.Tracer):
@@ -200,7 +208,7 @@ class GraphTracer(torch.fx.Tracer):
             self.calls.append(ModuleCall(path, arguments, keywords, None, tuple(self._open[:-1])))
             result = super().call_module(m, forward, args, kwargs)
             self._open.pop()
-            self.calls[index] = ModuleCall(path, arguments, keywords, _nodes(result), tuple(self._open))
+            self.calls[index] = replace(self.calls[index], output=_nodes(result))
             for node in reversed(self.graph.nodes):
                 if node is last:
                     break
