@@ -94,6 +94,18 @@ def _rows(model: nn.Module, action: str) -> set[str]:
     return {row.module for row in explain_canonization(model) if row.action == action}
 
 
+def _calls_without_and_with_the_canonizer(model: nn.Module, x: torch.Tensor, names: set[str]) -> tuple[dict, dict]:
+    """The recorded calls of ``names`` (see ``_calls``) on ``model`` as it is, then under ``GraphCanonizer()``,
+    which is removed again."""
+    before = _calls(model, x, names)
+    canonizer = GraphCanonizer()
+    canonizer.apply(model)
+    try:
+        return before, _calls(model, x, names)
+    finally:
+        canonizer.remove()
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("spec", HIERARCHY_MODELS)
 def test_hooks_on_every_container_fire_once_per_call_with_the_original_values(spec: str) -> None:
@@ -103,13 +115,8 @@ def test_hooks_on_every_container_fire_once_per_call_with_the_original_values(sp
     x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     flat, listed = _rows(model, "flat"), _rows(model, "shifted") | _rows(model, "split")
     names = _containers(model)
-    before, state = _calls(model, x, names), snapshot(model)
-    canonizer = GraphCanonizer()
-    canonizer.apply(model)
-    try:
-        after = _calls(model, x, names)
-    finally:
-        canonizer.remove()
+    state = snapshot(model)
+    before, after = _calls_without_and_with_the_canonizer(model, x, names)
     assert_same(state, snapshot(model))
     assert not [name for name, module in model.named_modules() if "forward" in module.__dict__]
     assert flat == set(), f"{spec}: modules left flat: {sorted(flat)}"
@@ -154,14 +161,7 @@ def test_the_folded_hierarchy_is_part_of_the_cached_plan(monkeypatch: pytest.Mon
         import torchvision
 
         model = randomize_batchnorm(torchvision.models.resnet18(num_classes=10).eval(), seed=seed)
-        names = _containers(model)
-        before = _calls(model, x, names)
-        canonizer = GraphCanonizer()
-        canonizer.apply(model)
-        try:
-            after = _calls(model, x, names)
-        finally:
-            canonizer.remove()
+        before, after = _calls_without_and_with_the_canonizer(model, x, _containers(model))
         assert set(after) == set(before) and _differences(before, after, set(before)) == []
     assert len(traces) == 1
 

@@ -21,6 +21,12 @@ def _randomise_bn(model: torch.nn.Module, seed: int) -> None:
             m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
 
 
+@pytest.fixture(scope="session")
+def randomise_bn():
+    """The BatchNorm draw of these checkpoints, ``randomise_bn(model, seed)``, for tests that build a model."""
+    return _randomise_bn
+
+
 def _checkpoints(directory, names) -> None:
     for name in names:
         torch.manual_seed(0)

@@ -69,18 +69,12 @@ def test_captum_lrp_restores_the_model_and_canonization_conserves(resnet):
 
 
 @pytest.fixture(scope="module")
-def densenet():
+def densenet(randomise_bn):
     from xai_plugins.evaluation.training import build_model
 
     torch.manual_seed(0)
     model = build_model("densenet").eval()
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
+    randomise_bn(model, 1)
     return model
 
 
