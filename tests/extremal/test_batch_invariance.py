@@ -7,12 +7,14 @@ for these short runs of small models (the exact-area bisection is per row and ad
 
 from __future__ import annotations
 
+from unittest import mock
+
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.extremal.conftest import SmallNet
-from xai_plugins.extremal import channel_extremal_perturbation, extremal_perturbation
+from xai_plugins.extremal import channel_extremal_perturbation, extremal_perturbation, optimiser
 
 ATOL = 1e-4
 FAST = dict(step=4, sigma=8, max_iter=10)
@@ -72,3 +74,51 @@ def test_channel_masks_permute_with_the_batch():
     permuted = channel_extremal_perturbation(model, images[order], targets[order], model.conv2,
                                              additional_forward_args=offset[order], **kwargs)
     assert torch.allclose(permuted.masks, plain.masks[order], atol=ATOL)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 40), row_size=st.integers(1, 5000), budget=st.integers(1, 20000),
+       variant=st.sampled_from(["preserve", "delete", "dual"]))
+def test_row_passes_cover_the_rows_in_order_within_the_budget(rows, row_size, budget, variant):
+    with mock.patch.object(optimiser, "VALUES_PER_PASS", budget):
+        passes = optimiser.row_passes(torch.arange(rows), row_size, variant)
+    assert torch.equal(torch.cat(passes), torch.arange(rows))
+    per_row = row_size * (2 if variant == "dual" else 1)
+    assert all(len(chunk) * per_row <= budget or len(chunk) == 1 for chunk in passes)
+    assert len(passes) == -(-rows // max(1, budget // per_row))
+
+
+class _OneSampleAtATime(torch.nn.Module):
+    """``net`` run on each sample alone: its outputs and gradients do not depend on the batch, bitwise."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(x[i:i + 1]) for i in range(len(x))])
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**16), variant=st.sampled_from(["preserve", "delete", "dual"]),
+       rows_per_pass=st.integers(1, 5))
+def test_splitting_the_model_passes_changes_no_mask(seed, variant, rows_per_pass):
+    """The rows' energies are independent, so with a model whose results do not depend on the batch, splitting
+    the rows into several model passes gives bitwise the masks, rewards and iterations of one pass; with a
+    batched model only its batch-dependent rounding differs (channel masks; ATOL as above)."""
+    net = _net()
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(3, 3, 16, 16, generator=g)
+    runs = {}
+    for budget in (None, rows_per_pass * images[0].numel()):
+        with mock.patch.object(optimiser, "VALUES_PER_PASS", budget):
+            runs[budget] = (
+                extremal_perturbation(_OneSampleAtATime(net).eval(), images, [0, 3, 1], areas=(0.1, 0.3),
+                                      variant=variant, seed=0, **FAST),
+                channel_extremal_perturbation(net, images, [0, 3, 1], net.conv2, areas=(0.25,), variant=variant,
+                                              max_iter=8))
+    (whole, channels), (split, split_channels) = runs.values()
+    assert torch.equal(split.masks, whole.masks)
+    assert torch.equal(split.rewards, whole.rewards)
+    assert torch.equal(split.iterations, whole.iterations)
+    assert torch.allclose(split_channels.masks, channels.masks, atol=ATOL)

@@ -121,6 +121,7 @@ class ChannelMasks:
         self.forward = forward
         self.state = state
         self.channels = 0
+        self.row_size = inputs[0].numel()
 
     def masks(self, params: torch.Tensor) -> Masks:
         return Masks(model=params, penalised=params, area=params.mean(dim=1))

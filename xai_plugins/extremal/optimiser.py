@@ -20,6 +20,10 @@ and therefore identical for both variants:
   within ``area_tol`` of its area; it leaves the batch, so the model runs on fewer rows. Every quantity is per
   row or per sample and the iteration index is global, so a sample's result does not depend on the other
   samples of its batch.
+- **Model passes.** The active rows go through the model in passes of at most :data:`VALUES_PER_PASS` input
+  values (:func:`row_passes`). Each row's energy is its own, so splitting a batch into passes changes no
+  gradient; it keeps a large batch as fast per image as single calls on a CPU, where one pass over many large
+  images costs more per image than several smaller passes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,23 @@ import torch
 
 from xai_plugins.extremal.progress import progress_bar
 from xai_plugins.extremal.rewards import Reward
+
+VALUES_PER_PASS: int | None = 3 * 3 * 224 * 224
+"""Input values per model pass: three RGB images at 224², the paper's three areas of one image. On a CPU one
+ResNet-50 forward and backward pass costs about 240 ms per 224² image with one to three images per pass, 300 ms
+with six and 370 ms with twelve (one thread), while at 64² a pass over 48 images costs half as much per image as
+one over three; ``python benchmarks/bench_extremal.py`` measures batching against single calls."""
+
+
+def row_passes(rows: torch.Tensor, row_size: int, variant: str) -> tuple[torch.Tensor, ...]:
+    """``rows`` split into consecutive chunks whose model pass holds at most :data:`VALUES_PER_PASS` input
+    values (``row_size`` per row, twice that for ``dual``, which runs each row preserved and deleted), at least
+    one row per pass; ``VALUES_PER_PASS = None`` makes one pass (e.g. on a GPU, where larger passes are
+    cheaper)."""
+    if VALUES_PER_PASS is None:
+        return (rows,)
+    per_row = row_size * (2 if variant == "dual" else 1)
+    return rows.split(max(1, VALUES_PER_PASS // max(per_row, 1)))
 
 
 def area_reference(areas: tuple[float, ...], size: int, image_size: int, device: torch.device,
@@ -175,6 +196,9 @@ class Masks(NamedTuple):
 class MaskProblem(Protocol):
     """A mask parameterisation: pixels of an image, or channels of a layer."""
 
+    row_size: int
+    """Input values one row feeds through the model (the size of one input sample)."""
+
     def masks(self, params: torch.Tensor) -> Masks:
         """Masks of parameter rows (B, ...), differentiable in ``params``."""
 
@@ -209,11 +233,14 @@ def variant_reward(reward_fn: Reward, outputs: torch.Tensor, targets: torch.Tens
 def reward_span(problem: MaskProblem, reward_fn: Reward, targets: torch.Tensor) -> torch.Tensor:
     """Per sample ``|R(x) - R(x')|``: the reward with everything kept minus with everything perturbed, 1 where
     they are equal (the unit the area weights are expressed in)."""
-    samples = torch.arange(targets.shape[0], device=targets.device)
+    spans = []
     with torch.no_grad():
-        kept = reward_fn(problem.outputs(samples, problem.everything(len(samples), 1.0), None), targets)
-        gone = reward_fn(problem.outputs(samples, problem.everything(len(samples), 0.0), None), targets)
-    spread = (kept - gone).abs()
+        everyone = torch.arange(targets.shape[0], device=targets.device)
+        for samples in row_passes(everyone, problem.row_size, "preserve"):
+            kept, gone = (reward_fn(problem.outputs(samples, problem.everything(len(samples), value), None),
+                                    targets[samples]) for value in (1.0, 0.0))
+            spans.append(kept - gone)
+    spread = torch.cat(spans).abs()
     return torch.where(spread > 0, spread, torch.ones_like(spread))
 
 
@@ -256,12 +283,26 @@ def _energy(problem: MaskProblem, objective: Objective, schedule: Schedule, rows
     return gains / objective.scale[rows] - schedule.regul_at(t) * penalty, masks
 
 
-def _settled(masks: Masks, last: torch.Tensor, objective: Objective, schedule: Schedule,
-             rows: torch.Tensor) -> torch.Tensor:
+def _settled(model_masks: torch.Tensor, areas: torch.Tensor, last: torch.Tensor, objective: Objective,
+             schedule: Schedule, rows: torch.Tensor) -> torch.Tensor:
     """Per row: the mask changed by less than ``tol`` since the last iteration and meets its area."""
-    change = (masks.model.detach() - last[rows]).abs().flatten(1).amax(dim=1)
-    area_error = (masks.area.detach() - objective.area_of_row[rows]).abs()
+    change = (model_masks - last[rows]).abs().flatten(1).amax(dim=1)
+    area_error = (areas - objective.area_of_row[rows]).abs()
     return (change < schedule.tol) & (area_error < schedule.area_tol)
+
+
+def _ascent_direction(problem: MaskProblem, objective: Objective, schedule: Schedule, params: torch.Tensor,
+                      rows: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The energy's gradient at ``params[rows]``, the model masks and their areas, pass by pass
+    (:func:`row_passes`)."""
+    grads, model_masks, areas = [], [], []
+    for chunk in row_passes(rows, problem.row_size, objective.variant):
+        theta = params[chunk].requires_grad_(True)
+        energy, masks = _energy(problem, objective, schedule, chunk, theta, t)
+        grads.extend(torch.autograd.grad(energy.sum(), theta))
+        model_masks.append(masks.model.detach())
+        areas.append(masks.area.detach())
+    return torch.cat(grads), torch.cat(model_masks), torch.cat(areas)
 
 
 def optimise(problem: MaskProblem, objective: Objective, schedule: Schedule, params: torch.Tensor,
@@ -276,16 +317,13 @@ def optimise(problem: MaskProblem, objective: Objective, schedule: Schedule, par
     with progress_bar(schedule.max_iter, progress, objective.name) as bar, torch.enable_grad():
         while not optimiser.done:
             rows = optimiser.active_rows()
-            theta = params[rows].requires_grad_(True)
-            energy, masks = _energy(problem, objective, schedule, rows, theta, optimiser.t)
-            (grad,) = torch.autograd.grad(energy.sum(), theta)
-            model_masks = masks.model.detach()
+            grad, model_masks, areas = _ascent_direction(problem, objective, schedule, params, rows, optimiser.t)
             if last is None:
                 last = torch.zeros(params.shape[0], *model_masks.shape[1:], device=params.device,
                                    dtype=model_masks.dtype)
                 settled = None
             else:
-                settled = _settled(masks, last, objective, schedule, rows)
+                settled = _settled(model_masks, areas, last, objective, schedule, rows)
             last[rows] = model_masks
             optimiser.step(rows, grad, settled)
             if on_step is not None:
@@ -297,7 +335,12 @@ def optimise(problem: MaskProblem, objective: Objective, schedule: Schedule, par
 
 def final_rewards(problem: MaskProblem, objective: Objective, masks: torch.Tensor) -> torch.Tensor:
     """(B,) reward of final model masks of every row, in the model's own units (not divided by the scale)."""
+    rewards = []
     with torch.no_grad():
-        outputs = variant_outputs(problem, objective.sample_of_row, masks, objective.variant, None)
-        return variant_reward(objective.reward_fn, outputs, objective.targets[objective.sample_of_row],
-                              objective.variant)
+        for rows in row_passes(torch.arange(masks.shape[0], device=masks.device), problem.row_size,
+                               objective.variant):
+            samples = objective.sample_of_row[rows]
+            outputs = variant_outputs(problem, samples, masks[rows], objective.variant, None)
+            rewards.append(variant_reward(objective.reward_fn, outputs, objective.targets[samples],
+                                          objective.variant))
+    return torch.cat(rewards)

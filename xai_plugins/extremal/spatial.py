@@ -79,6 +79,7 @@ class ImageMasks:
         self.jitter = jitter
         height, width = generator.shape
         self.crop = (slice(margin, margin + height), slice(margin, margin + width))
+        self.row_size = pyramid[0, 0].numel()
         self.shifts = torch.randint(-jitter, jitter + 1, (max(max_iter, 1), 2),
                                     generator=torch.Generator().manual_seed(JITTER_SEED)).tolist()
 
