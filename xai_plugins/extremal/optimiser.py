@@ -295,7 +295,9 @@ def _ascent_direction(problem: MaskProblem, objective: Objective, schedule: Sche
                       rows: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The energy's gradient at ``params[rows]``, the model masks and their areas, pass by pass
     (:func:`row_passes`)."""
-    grads, model_masks, areas = [], [], []
+    grads: list[torch.Tensor] = []
+    model_masks: list[torch.Tensor] = []
+    areas: list[torch.Tensor] = []
     for chunk in row_passes(rows, problem.row_size, objective.variant):
         theta = params[chunk].requires_grad_(True)
         energy, masks = _energy(problem, objective, schedule, chunk, theta, t)
