@@ -9,8 +9,9 @@ the stock model's own float32 error.
 
 The adapter's rules are bias-free and complete every unit they cannot divide by (xai_plugins_captum.rules), so
 Σ relevance / logit = 1 up to float32 rounding; the bound is the issue's 0.01. ``Linear`` layers keep an ε of 1e-6
-(absorbing ``ε / (z + ε)`` of a unit's relevance), which stays far below that bound for outputs of at least
-:data:`FLOAT32_RANGE`'s lower end.
+(absorbing ``ε / (z + ε)`` of a unit's relevance, with ``z`` the bias-free pre-activation), so conservation is
+judged where that share is below 0.1 % at the explained logit (``tests.support.canonizers.epsilon_share``): a
+logit made mostly of its bias can be large while its bias-free part is of order ε.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from tests.support.batchnorm import BatchNormDraw, apply, is_alive, statistics
-from tests.support.canonizers import FAMILY_BUILDERS, assert_same
+from tests.support.canonizers import EPSILON_JUDGED, FAMILY_BUILDERS, assert_same, epsilon_share
 from xai_plugins.conformance.state import snapshot
 
 pytest.importorskip("captum")
@@ -75,6 +76,8 @@ def _input(seed: int, scale: float) -> torch.Tensor:
 @example(draw=BatchNormDraw(mode="calibrated", seed=3, gamma=(-1.5, 0.5), near_zero=0.3, beta_scale=0.3), scale=3.0)
 @example(draw=BatchNormDraw(mode="uniform", seed=1, log_var=(-3.0, -2.0), mean_scale=2.0, gamma=(-1.5, 1.5),
                             near_zero=0.3, beta_scale=0.3), scale=3.0)
+@example(draw=BatchNormDraw(mode="uniform", seed=847, log_var=(0.0, 0.875), mean_scale=0.0, beta_scale=0.0),
+         scale=0.5)  # ResNeXt: logit 0.020 with a bias-free part of 1.8e-5, where ε = 1e-6 keeps 0.948 by design
 def test_lrp_conserves_on_every_drawn_state(name: str, draw: BatchNormDraw, scale: float) -> None:
     model = apply(_model(name), draw, input_shape=(4, 3, SIZE, SIZE))
     x = _input(draw.seed, scale)
@@ -93,6 +96,8 @@ def test_lrp_conserves_on_every_drawn_state(name: str, draw: BatchNormDraw, scal
     if is_alive(model, x):
         explained = float(relevance.detach().sum() + delta.detach().sum())
         _assert_explains_the_function(exact, output, target, explained)
+        if epsilon_share(model, x, target) > EPSILON_JUDGED:
+            return
         ratio = float(relevance.detach().sum()) / explained
         assert abs(ratio - 1) <= CONSERVATION, f"{name} {draw}: Σ relevance / logit = {ratio:.5f}"
 

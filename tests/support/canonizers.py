@@ -3,17 +3,48 @@ and the function-equivalence measure the canonizer tests share."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from xai_plugins.conformance.state import ModelState, diff_states, snapshot, summarize
 
-__all__ = ["FAMILY_BUILDERS", "FLOAT32_RTOL", "assert_restored", "assert_same", "relative_change", "small_vgg"]
+__all__ = ["EPSILON", "EPSILON_JUDGED", "FAMILY_BUILDERS", "FLOAT32_RTOL", "assert_restored", "assert_same",
+           "epsilon_share", "relative_change", "small_vgg"]
 
 FLOAT32_RTOL = 1e-5
 """Relative output change a canonizer may cause in float32: merging re-associates a few products per channel
 (``(x*a)*w`` becomes ``x*(a*w)``), each a rounding of 2**-24 relative, accumulated over a network's depth and
 its sums; 1e-5 leaves room for that and nothing else (an error in a merge is orders of magnitude larger)."""
+
+
+EPSILON = 1e-6
+"""The ε of the dense layers' rule in the conserving composites (Zennit's ``Epsilon``, the Captum adapter's
+``ZeroBiasEpsilonRule``)."""
+EPSILON_JUDGED = 1e-3
+"""Conservation is judged where :func:`epsilon_share` is at most this: the ε-rule then absorbs at most 0.1 % of the
+relevance by design, far below the 0.01 bound."""
+
+
+def epsilon_share(model: nn.Module, x: torch.Tensor, target: int) -> float:
+    """``ε / |z|`` for ``z`` the explained logit without its bias: ``W h`` of unit ``target`` (sample 0) at the
+    model's last ``Linear`` layer, which computes the logits in every model these tests explain.
+
+    The bias-free ε-rule passes on ``z / (z + ε)`` of the logit's relevance, with ``z`` this bias-free value and
+    not the logit: a logit made mostly of its bias (small inputs, small features) has a small ``z`` however large
+    the logit is, and the ε absorbs about this share of it by the rule's definition.
+    """
+    classifier = [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+    seen: list[torch.Tensor] = []
+    handle = classifier.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    z = float((seen[-1][0].double() @ classifier.weight[target].double()).abs())
+    return EPSILON / z if z > 0 else math.inf
 
 
 def assert_same(before: ModelState, after: ModelState) -> None:
