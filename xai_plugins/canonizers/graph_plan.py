@@ -31,6 +31,7 @@ its modules through ``self`` and so runs on whichever model (or module) of that 
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -181,11 +182,11 @@ class _Planner:
         self.graph.erase_node(node)
         return call
 
-    def explicit(self, node: torch.fx.Node, stem: str, module: nn.Module, args: tuple, detail: str) -> None:
-        def factory(model: nn.Module, module: nn.Module = module) -> nn.Module:
-            return copy.deepcopy(module)
-
-        path = self.add_child(self.owner(node), stem, factory, module)
+    def explicit(self, node: torch.fx.Node, stem: str, make: Callable[[], nn.Module], args: tuple,
+                 detail: str) -> None:
+        """Replace ``node`` by a call of a new module ``make()`` (constructed afresh at every apply: a
+        parameter-free module's constructor is far cheaper than copying a template)."""
+        path = self.add_child(self.owner(node), stem, lambda model: make(), make())
         self.plan.rows.append(Row("explicit", node.name, path, detail))
         self.replace(node, path, args)
 
@@ -260,7 +261,7 @@ class _Planner:
             return
         if target in gt.ADD and len(args) == 2 and not kwargs:
             if _is_tensor(args[0]) and _is_tensor(args[1]):
-                self.explicit(node, "sum", Sum(), (args[0], args[1]), f"{_op(node)} of two tensors → Sum")
+                self.explicit(node, "sum", Sum, (args[0], args[1]), f"{_op(node)} of two tensors → Sum")
             else:
                 self.row("left", node, where, "addition of a constant (acts like a bias)")
         elif target in gt.MUL and len(args) == 2 and not kwargs:
@@ -269,18 +270,20 @@ class _Planner:
             tensors = args[0] if args else kwargs.get("tensors")
             dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
             if isinstance(tensors, (list, tuple)) and all(_is_tensor(t) for t in tensors):
-                self.explicit(node, "concat", Concat(dim), tuple(tensors), f"cat along dim {dim} → Concat")
+                self.explicit(node, "concat", functools.partial(Concat, dim), tuple(tensors),
+                              f"cat along dim {dim} → Concat")
             else:
                 self.row("left", node, where, "concatenation with a constant")
         elif target in gt.FUNCTIONAL_ACTIVATIONS or target in gt.FUNCTIONAL_POOLS:
             factory = gt.FUNCTIONAL_ACTIVATIONS.get(target) or gt.FUNCTIONAL_POOLS[target]
+            make = functools.partial(factory, **gt.call_arguments(target, args, kwargs))
             try:
-                module = factory(**gt.call_arguments(target, args, kwargs))
+                module = make()
             except TypeError:
                 self.row("left", node, where, f"functional call {target} with arguments no module takes")
                 return
             stem = type(module).__name__.lower()
-            self.explicit(node, stem, module, (args[0],), f"{getattr(target, '__name__', target)} → "
+            self.explicit(node, stem, make, (args[0],), f"{getattr(target, '__name__', target)} → "
                           f"{type(module).__name__}")
         elif target in (torch.mean, "mean"):
             self.rewrite_mean(node, where)
@@ -351,7 +354,7 @@ class _Planner:
         else:
             self.row("left", node, where, "product of two signals (no factor is a gate)")
             return
-        self.explicit(node, "gate", Gate(), (signal, gate), f"{_op(node)} → Gate({signal.name}, {gate.name})")
+        self.explicit(node, "gate", Gate, (signal, gate), f"{_op(node)} → Gate({signal.name}, {gate.name})")
 
     # -- BatchNorm merges ------------------------------------------------------------------------------
 

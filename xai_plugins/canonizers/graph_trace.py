@@ -236,24 +236,29 @@ def trace(model: nn.Module) -> Trace:
 
 
 _SCALARS = (bool, int, float, str, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _plain(value: Any) -> bool:
-    if isinstance(value, _SCALARS):
+    kind = type(value)
+    if kind in _SCALAR_TYPES:
         return True
-    return isinstance(value, tuple) and all(isinstance(item, _SCALARS) for item in value)
+    if kind is tuple:
+        return all(type(item) in _SCALAR_TYPES or isinstance(item, _SCALARS) for item in value)
+    return kind is not dict and isinstance(value, _SCALARS)
 
 
 def fingerprint(model: nn.Module) -> tuple:
     """What the traced graph of ``model`` can depend on besides tensor values: every module's path, class and
     plain (scalar) attributes, including ``training`` and its parameters' and buffers' shapes. Models with
-    the same fingerprint trace to the same graph, so the canonical forward is cached under it."""
+    the same fingerprint trace to the same graph, so the canonical forward is cached under it. Attributes are
+    listed in the order they were set (the same for models built by the same code; another order only misses
+    the cache). It runs at every apply, so it stays one lean pass over the modules."""
     entries = []
     for name, module in model.named_modules():
         state = module.__dict__
-        attributes = tuple(sorted((key, value) for key, value in state.items()
-                                  if not key.startswith("__") and _plain(value)))
-        shapes = tuple((key, None if value is None else tuple(value.shape))
+        attributes = tuple((key, value) for key, value in state.items() if _plain(value) and key[:2] != "__")
+        shapes = tuple((key, None if value is None else value.shape)
                        for field in ("_parameters", "_buffers") for key, value in state[field].items())
         entries.append((name, type(module), attributes, shapes, "forward" in state))
     return tuple(entries)
