@@ -87,6 +87,8 @@ class Plan:
     """``(bn, ((layer, first channel, end channel), ...))``: merges into the layers that feed a BN."""
     norm_only: list[str] = field(default_factory=list)
     """Fused norm-and-activation modules left unmerged: their forward becomes the norm alone."""
+    unmerged: list[str] = field(default_factory=list)
+    """BatchNorms (and FrozenBatchNorms) that fit no merge: LRP sees them as they are."""
     forwards: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     """``(module path, forward)``: the generated forwards of the modules folded back into the hierarchy whose
     inside the rewrite changed, innermost first (see :mod:`~xai_plugins.canonizers.graph_hierarchy`)."""
@@ -374,7 +376,8 @@ class _Planner:
                 continue
             merged = self.merge(node, module, once)
             if not merged:
-                self.row("left", node, node.target, f"{type(module).__name__} fits no merge: LRP sees it as is")
+                self.row("left", node, node.target, _unmerged_reason(module))
+                self.plan.unmerged.append(node.target)
                 if gt.norm_act_parts(module):
                     self.plan.norm_only.append(node.target)
 
@@ -536,3 +539,11 @@ def build_plan(model: nn.Module, traced: gt.Trace, input_shape: tuple[int, ...])
     planner.plan.forward = compile_forward(standalone, "<model>")
     planner.plan.input_shape = tuple(input_shape)
     return planner.plan
+
+
+def _unmerged_reason(bn: nn.Module) -> str:
+    """Why a BatchNorm is left: batch statistics cannot be folded into a layer, anything else fits no merge."""
+    if isinstance(bn, _BatchNorm) and (bn.running_mean is None or bn.running_var is None):
+        return (f"{type(bn).__name__} has no running statistics (track_running_stats=False), so it normalises "
+                "with batch statistics and cannot be merged: LRP sees it as is")
+    return f"{type(bn).__name__} fits no merge: LRP sees it as is"
