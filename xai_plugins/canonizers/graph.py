@@ -271,7 +271,11 @@ class GraphCanonizer(Canonizer):
 
     def canonize(self, model: nn.Module) -> None:
         _check_eval(model)
-        plan = plan_for(model, self.input_shape)
+        self.canonize_planned(model, plan_for(model, self.input_shape))
+
+    def canonize_planned(self, model: nn.Module, plan: Plan) -> None:
+        """Refuse a plan with unsupported operations, else :meth:`execute` it, verified on the probe input
+        unless ``verify=False``."""
         if plan.unsupported:
             listed = "; ".join(f"node '{row.node}' in module '{row.module}': {row.detail}"
                                for row in plan.unsupported[:3])
