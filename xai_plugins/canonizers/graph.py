@@ -204,11 +204,6 @@ def _stand_in(bn: _BatchNorm, through_relu: bool) -> nn.Module:
     return parent
 
 
-def _slot(model: nn.Module, path: str) -> tuple[nn.Module, str]:
-    parent, _, name = path.rpartition(".")
-    return model.get_submodule(parent), name
-
-
 def _outputs(value: Any) -> list[Tensor]:
     if isinstance(value, Tensor):
         return [value]
@@ -311,26 +306,42 @@ class GraphCanonizer(Canonizer):
                     "the model was not changed. explain_canonization(model) lists what the rewrite does")
 
     def execute(self, model: nn.Module, plan: Plan) -> None:
-        """Make the plan's edits on ``model`` through the recording editors."""
+        """Make the plan's edits on ``model`` through the recording editors.
+
+        Paths are resolved through their parent, looked up in one table of the model's modules made before the
+        edits: the edits replace leaves only (a ReLU by a ``ThresholdReLU``, a padded convolution by a
+        ``PositionalBiasConv2d``) and add children under fresh names, so a parent in the table is still the
+        model's, and its child is read at use. A parent added by the edits is resolved from the model."""
+        parents = dict(model.named_modules())
+
+        def slot(path: str) -> tuple[nn.Module, str]:
+            parent, _, name = path.rpartition(".")
+            owner = parents.get(parent)
+            return (model.get_submodule(parent) if owner is None else owner), name
+
+        def module(path: str) -> nn.Module:
+            owner, name = slot(path)
+            return owner.get_submodule(name)
+
         for parent, name, factory in plan.children:
-            self.set_child(model.get_submodule(parent), name, factory(model))
+            self.set_child(slot(f"{parent}.{name}" if parent else name)[0], name, factory(model))
         for bn, relu, layer, between, further in plan.following:
             if further:  # the same terms for every further layer, from a stand-in BatchNorm (see _stand_in)
-                stand_in = _stand_in(model.get_submodule(bn), relu is not None)
-            merge_following(self, _slot(model, bn), None if relu is None else _slot(model, relu),
-                            _slot(model, layer), between=[model.get_submodule(path) for path in between])
+                stand_in = _stand_in(module(bn), relu is not None)
+            merge_following(self, slot(bn), None if relu is None else slot(relu), slot(layer),
+                            between=[module(path) for path in between])
             for path in further:
-                merge_following(self, (stand_in, "norm"), None, _slot(model, path))
+                merge_following(self, (stand_in, "norm"), None, slot(path))
         for bn, layers in plan.preceding:
-            norm = model.get_submodule(bn)
+            norm = module(bn)
             a, b = _affine(norm)
             for layer, start, stop in layers:
-                self.merge_preceding(model.get_submodule(layer), a[start:stop], b[start:stop])
+                self.merge_preceding(module(layer), a[start:stop], b[start:stop])
             self.override_forward(norm, _identity_forward)
         for path in plan.norm_only:
-            self.override_forward(model.get_submodule(path), _norm_only_forward)
+            self.override_forward(module(path), _norm_only_forward)
         for path, forward in plan.forwards:
-            self.override_forward(model.get_submodule(path), forward)
+            self.override_forward(module(path), forward)
         self.override_forward(model, plan.forward)
 
     def merge_preceding(self, layer: nn.Module, a: Tensor, b: Tensor) -> None:

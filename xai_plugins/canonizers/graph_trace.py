@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -237,6 +238,8 @@ def trace(model: nn.Module) -> Trace:
 
 _SCALARS = (bool, int, float, str, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
+_MODULE_TABLES = frozenset((dict, OrderedDict, set))
+"""The types of a module's own tables (parameters, hooks, children): never plain, skipped without a call."""
 
 
 def _plain(value: Any) -> bool:
@@ -257,7 +260,9 @@ def fingerprint(model: nn.Module) -> tuple:
     entries = []
     for name, module in model.named_modules():
         state = module.__dict__
-        attributes = tuple((key, value) for key, value in state.items() if _plain(value) and key[:2] != "__")
+        attributes = tuple([(key, value) for key, value in state.items()
+                            if (type(value) in _SCALAR_TYPES or type(value) not in _MODULE_TABLES and _plain(value))
+                            and key[:2] != "__"])
         shapes = tuple((key, None if value is None else value.shape)
                        for field in ("_parameters", "_buffers") for key, value in state[field].items())
         entries.append((name, type(module), attributes, shapes, "forward" in state))

@@ -92,14 +92,16 @@ class FamilyCanonizer(GraphCanonizer):
 
 @contextlib.contextmanager
 def _in_eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module of ``model`` in eval mode inside the block, each module's own mode restored afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
+    """Every module of ``model`` in eval mode inside the block (its ``training`` flag, as ``eval()`` sets it),
+    the modules that were training put back afterwards."""
+    training = [module for module in model.modules() if module.training]
+    for module in training:
+        module.training = False
     try:
         yield
     finally:
-        for module, training in modes:
-            module.training = training
+        for module in training:
+            module.training = True
 
 
 class VGGCanonizer(FamilyCanonizer):
