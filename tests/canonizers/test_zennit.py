@@ -267,7 +267,7 @@ def test_threshold_relu_switch_equals_zennit_pass_and_is_restored() -> None:
     hooked, _, _ = lrp(model, x, [ZennitCanonizer(DenseNetCanonizer(), rules=with_pass)])
     assert torch.allclose(switched, hooked, rtol=1e-6, atol=1e-7)
 
-    extra = ThresholdReLU(torch.zeros(3))
+    extra = ThresholdReLU(torch.zeros(3)).eval()
     model.add_module("extra", extra)  # not called by forward: only its flag matters here
     canonizer = ZennitCanonizer(DenseNetCanonizer())
     canonizer.apply(model)

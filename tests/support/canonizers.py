@@ -43,7 +43,7 @@ def epsilon_share(model: nn.Module, x: torch.Tensor, target: int) -> float:
             model(x)
     finally:
         handle.remove()
-    z = float((seen[-1][0].double() @ classifier.weight[target].double()).abs())
+    z = float((seen[-1][0].double() @ classifier.weight[target].detach().double()).abs())
     return EPSILON / z if z > 0 else math.inf
 
 
