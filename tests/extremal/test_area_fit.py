@@ -117,3 +117,26 @@ def _offset_to_area(masks: torch.Tensor, area: float) -> torch.Tensor:
         high = torch.where(above, mid, high)
         low = torch.where(above, low, mid)
     return (masks + low[:, None, None]).clamp(0, 1)
+
+
+def test_each_mask_is_the_best_fitted_candidate_of_its_sample():
+    """A row's mask is the best of its own optimised mask and its sample's larger-area masks, each fitted to the
+    row's area: the returned mask is one of those candidates, bitwise, and no candidate scores higher (fade on a
+    region model, where the reward is the model's output on ``image * mask``; float32 rounding of the output
+    is the tolerance)."""
+    size = (48, 48)
+    model = RegionModel(off_centre_box(*size), size).eval()
+    images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(4))
+    areas = (0.05, 0.15, 0.3)
+    kwargs = dict(areas=areas, perturbation="fade", spill=False, max_iter=12, seed=0)
+    fitted = extremal_perturbation(model, images, 0, **kwargs)
+    optimised = extremal_perturbation(model, images, 0, exact_area=False, **kwargs).masks[:, :, 0]
+    for sample in range(2):
+        for row, area in enumerate(areas):
+            candidates = fit_area(optimised[sample, row:], torch.full((len(areas) - row,), area))
+            rewards = _fade_reward(model, images[sample:sample + 1].expand(len(candidates), -1, -1, -1),
+                                   candidates)
+            returned = fitted.masks[sample, row, 0]
+            assert any(torch.equal(returned, candidate) for candidate in candidates)
+            tolerance = 4 * torch.finfo(torch.float32).eps * float(rewards.abs().max())
+            assert float(fitted.rewards[sample, row]) >= float(rewards.max()) - tolerance

@@ -335,13 +335,16 @@ def optimise(problem: MaskProblem, objective: Objective, schedule: Schedule, par
     return optimiser
 
 
-def final_rewards(problem: MaskProblem, objective: Objective, masks: torch.Tensor) -> torch.Tensor:
-    """(B,) reward of final model masks of every row, in the model's own units (not divided by the scale)."""
+def final_rewards(problem: MaskProblem, objective: Objective, masks: torch.Tensor,
+                  rows_of_masks: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) reward of final model masks, in the model's own units (not divided by the scale): mask ``i`` is
+    scored for objective row ``rows_of_masks[i]`` (its sample and target; default: row ``i``)."""
     rewards = []
+    of_row = torch.arange(masks.shape[0], device=masks.device) if rows_of_masks is None else rows_of_masks
     with torch.no_grad():
         for rows in row_passes(torch.arange(masks.shape[0], device=masks.device), problem.row_size,
                                objective.variant):
-            samples = objective.sample_of_row[rows]
+            samples = objective.sample_of_row[of_row[rows]]
             outputs = variant_outputs(problem, samples, masks[rows], objective.variant, None)
             rewards.append(variant_reward(objective.reward_fn, outputs, objective.targets[samples],
                                           objective.variant))

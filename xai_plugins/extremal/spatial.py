@@ -135,6 +135,7 @@ def extremal_perturbation(
     min_iter: int = 0,
     area_tol: float = 0.01,
     exact_area: bool = True,
+    area_candidates: bool = True,
     smooth: float = 0.0,
     resize: tuple[int, int] | None = None,
     resize_mode: str = "bilinear",
@@ -172,6 +173,10 @@ def extremal_perturbation(
         exact_area: after the optimisation, trim (or grow) each mask's edge so that its mean is the requested
             area within 1e-5 while its peak stays 1 (:func:`xai_plugins.extremal.masks.fit_area`); the rewards
             are those of the fitted masks. ``False`` returns the optimised masks.
+        area_candidates: with ``exact_area``, each mask competes with its image's larger-area masks fitted to
+            its area, and the one with the highest reward is returned (one model pass per candidate; the
+            optimisation of a small area can end in a worse optimum than the core of a larger area's mask).
+            A mask then depends on which other areas are requested, never on the rest of the batch.
         smooth: blur the final masks with std ``smooth * min(H, W)`` (0: off).
         resize: resize the final masks to ``(H', W')``.
         additional_forward_args: extra positional arguments of ``model``; tensors with N rows follow the batch.
@@ -211,8 +216,7 @@ def extremal_perturbation(
         params = torch.full((len(objective.sample_of_row), *generator.param_shape), float(init),
                             device=inputs.device, dtype=inputs.dtype)
         optimiser = optimise(problem, objective, schedule, params, progress)
-        final = _final_masks(problem, params, objective.area_of_row, exact_area)
-        rewards = final_rewards(problem, objective, final)
+        final, rewards = _final_masks(problem, objective, params, exact_area, area_candidates)
     return _result(final, rewards, optimiser.iterations, optimiser.converged, areas, batch, smooth, resize,
                    resize_mode)
 
@@ -241,14 +245,36 @@ def _objective(problem: ImageMasks, reward_fn: Reward, variant: str, targets: to
                      scale=reward_scale_of_rows(problem, reward_fn, targets, sample_of_row, reward_scale))
 
 
-def _final_masks(problem: ImageMasks, params: torch.Tensor, area_of_row: torch.Tensor,
-                 exact_area: bool) -> torch.Tensor:
-    """(B, H, W) image masks of the final parameters, fitted to their areas with ``exact_area``."""
+def _final_masks(problem: ImageMasks, objective: Objective, params: torch.Tensor, exact_area: bool,
+                 area_candidates: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, H, W) image masks of the final parameters and their rewards.
+
+    With ``exact_area`` each mask is fitted to its area (:func:`fit_area`), and with ``area_candidates`` a row
+    also considers the masks of its sample's larger areas, each fitted to the row's area: a feasible mask of
+    the same objective, one model pass each. The row keeps the candidate with the highest reward (its own on a
+    tie). The optimisation of a small area can end in a worse optimum than the core of a larger area's mask;
+    the candidates come from the same sample only, so a mask still does not depend on the rest of its batch."""
+    crop = problem.crop
     with torch.no_grad():
         extended = problem.generator.generate(params, problem.margin)
-        if exact_area:
-            extended = fit_area(extended, area_of_row, None if problem.count_margin else problem.crop)
-    return extended[:, problem.crop[0], problem.crop[1]]
+        if not exact_area:
+            final = extended[:, crop[0], crop[1]]
+            return final, final_rewards(problem, objective, final)
+        counted = None if problem.count_margin else crop
+        area_of_row, sample_of_row = objective.area_of_row, objective.sample_of_row
+        final = fit_area(extended, area_of_row, counted)[:, crop[0], crop[1]]
+        rewards = final_rewards(problem, objective, final)
+        larger = (sample_of_row[:, None] == sample_of_row[None, :]) & (area_of_row[None, :] > area_of_row[:, None])
+        rows, sources = larger.nonzero(as_tuple=True)
+        if rows.numel() == 0 or not area_candidates:
+            return final, rewards
+        candidates = fit_area(extended[sources], area_of_row[rows], counted)[:, crop[0], crop[1]]
+        candidate_rewards = final_rewards(problem, objective, candidates, rows)
+        for index in range(rows.numel()):
+            row = rows[index]
+            if candidate_rewards[index] > rewards[row]:
+                final[row], rewards[row] = candidates[index], candidate_rewards[index]
+    return final, rewards
 
 
 def _result(final: torch.Tensor, rewards: torch.Tensor, iterations: torch.Tensor, converged: torch.Tensor,
