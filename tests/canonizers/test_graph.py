@@ -482,3 +482,22 @@ def test_canonize_command_prints_the_table(capsys: pytest.CaptureFixture) -> Non
     assert code == 0 and "merged" in out and "Sum" in out
     code, out = _command(["canonize", "--model", "timm:convnext_atto"], capsys)
     assert code == 1 and "unsupported" in out and "LayerNorm2d" in out
+
+
+def test_the_plan_cache_fingerprint_sees_scalar_tuples_of_any_tuple_type() -> None:
+    """A forward can branch on a tuple attribute of scalars, a named tuple included: models that differ only
+    there get different fingerprints, so they do not share a cached canonical forward."""
+    from collections import namedtuple
+
+    from xai_plugins.canonizers.graph_trace import fingerprint
+
+    Config = namedtuple("Config", "mode scale")
+
+    def with_config(config: tuple) -> nn.Module:
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        model.config = config
+        return model
+
+    assert fingerprint(with_config(Config("a", 1))) != fingerprint(with_config(Config("b", 1)))
+    assert fingerprint(with_config(("a", 1))) != fingerprint(with_config(("b", 1)))
+    assert fingerprint(with_config(Config("a", 1))) == fingerprint(with_config(Config("a", 1)))

@@ -243,12 +243,9 @@ _MODULE_TABLES = frozenset((dict, OrderedDict, set))
 
 
 def _plain(value: Any) -> bool:
-    kind = type(value)
-    if kind in _SCALAR_TYPES:
+    if isinstance(value, _SCALARS):
         return True
-    if kind is tuple:
-        return all(type(item) in _SCALAR_TYPES or isinstance(item, _SCALARS) for item in value)
-    return kind is not dict and isinstance(value, _SCALARS)
+    return isinstance(value, tuple) and all(isinstance(item, _SCALARS) for item in value)
 
 
 def fingerprint(model: nn.Module) -> tuple:
