@@ -87,8 +87,9 @@ class Plan:
     """``(bn, ((layer, first channel, end channel), ...))``: merges into the layers that feed a BN."""
     norm_only: list[str] = field(default_factory=list)
     """Fused norm-and-activation modules left unmerged: their forward becomes the norm alone."""
-    unmerged: list[str] = field(default_factory=list)
-    """BatchNorms (and FrozenBatchNorms) that fit no merge: LRP sees them as they are."""
+    unmerged: list[tuple[str, str]] = field(default_factory=list)
+    """``(module path, why)`` of the BatchNorms (and FrozenBatchNorms) that fit no merge: LRP sees them as they
+    are."""
     forwards: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     """``(module path, forward)``: the generated forwards of the modules folded back into the hierarchy whose
     inside the rewrite changed, innermost first (see :mod:`~xai_plugins.canonizers.graph_hierarchy`)."""
@@ -376,8 +377,9 @@ class _Planner:
                 continue
             merged = self.merge(node, module, once)
             if not merged:
-                self.row("left", node, node.target, _unmerged_reason(module))
-                self.plan.unmerged.append(node.target)
+                reason = _unmerged_reason(module)
+                self.row("left", node, node.target, reason)
+                self.plan.unmerged.append((node.target, reason))
                 if gt.norm_act_parts(module):
                     self.plan.norm_only.append(node.target)
 

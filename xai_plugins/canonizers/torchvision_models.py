@@ -82,8 +82,7 @@ class FamilyCanonizer(GraphCanonizer):
                                             f"{row.detail}; the model differs from the torchvision architecture, "
                                             "and the model was not changed")
             if plan.unmerged:
-                path = plan.unmerged[0]
-                detail = next(row.detail for row in plan.rows if row.action == "left" and row.module == path)
+                path, detail = plan.unmerged[0]
                 raise ValueError(f"{type(self).__name__}: BatchNorm {path!r}: {detail}; the model was not changed. "
                                  "Fix that BatchNorm, or use GraphCanonizer(), which canonizes the rest and leaves "
                                  "it as is (explain_canonization(model) shows the plan)")
