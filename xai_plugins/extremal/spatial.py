@@ -264,9 +264,11 @@ def _final_masks(problem: ImageMasks, objective: Objective, params: torch.Tensor
         area_of_row, sample_of_row = objective.area_of_row, objective.sample_of_row
         final = fit_area(extended, area_of_row, counted)[:, crop[0], crop[1]]
         rewards = final_rewards(problem, objective, final)
+        if not area_candidates:
+            return final, rewards
         larger = (sample_of_row[:, None] == sample_of_row[None, :]) & (area_of_row[None, :] > area_of_row[:, None])
         rows, sources = larger.nonzero(as_tuple=True)
-        if rows.numel() == 0 or not area_candidates:
+        if rows.numel() == 0:
             return final, rewards
         candidates = fit_area(extended[sources], area_of_row[rows], counted)[:, crop[0], crop[1]]
         candidate_rewards = final_rewards(problem, objective, candidates, rows)
