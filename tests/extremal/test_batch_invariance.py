@@ -7,8 +7,6 @@ for these short runs of small models (the exact-area bisection is per row and ad
 
 from __future__ import annotations
 
-from unittest import mock
-
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -80,8 +78,7 @@ def test_channel_masks_permute_with_the_batch():
 @given(rows=st.integers(1, 40), row_size=st.integers(1, 5000), budget=st.integers(1, 20000),
        variant=st.sampled_from(["preserve", "delete", "dual"]))
 def test_row_passes_cover_the_rows_in_order_within_the_budget(rows, row_size, budget, variant):
-    with mock.patch.object(optimiser, "VALUES_PER_PASS", budget):
-        passes = optimiser.row_passes(torch.arange(rows), row_size, variant)
+    passes = optimiser.row_passes(torch.arange(rows), row_size, variant, budget)
     assert torch.equal(torch.cat(passes), torch.arange(rows))
     per_row = row_size * (2 if variant == "dual" else 1)
     assert all(len(chunk) * per_row <= budget or len(chunk) == 1 for chunk in passes)
@@ -111,12 +108,11 @@ def test_splitting_the_model_passes_changes_no_mask(seed, variant, rows_per_pass
     images = torch.rand(3, 3, 16, 16, generator=g)
     runs = {}
     for budget in (None, rows_per_pass * images[0].numel()):
-        with mock.patch.object(optimiser, "VALUES_PER_PASS", budget):
-            runs[budget] = (
-                extremal_perturbation(_OneSampleAtATime(net).eval(), images, [0, 3, 1], areas=(0.1, 0.3),
-                                      variant=variant, seed=0, **FAST),
-                channel_extremal_perturbation(net, images, [0, 3, 1], net.conv2, areas=(0.25,), variant=variant,
-                                              max_iter=8))
+        runs[budget] = (
+            extremal_perturbation(_OneSampleAtATime(net).eval(), images, [0, 3, 1], areas=(0.1, 0.3),
+                                  variant=variant, seed=0, values_per_pass=budget, **FAST),
+            channel_extremal_perturbation(net, images, [0, 3, 1], net.conv2, areas=(0.25,), variant=variant,
+                                          max_iter=8, values_per_pass=budget))
     (whole, channels), (split, split_channels) = runs.values()
     assert torch.equal(split.masks, whole.masks)
     assert torch.equal(split.rewards, whole.rewards)

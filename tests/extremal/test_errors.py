@@ -35,6 +35,10 @@ IMAGES = torch.rand(2, 3, 16, 16)
      "extremal_perturbation got unexpected keyword argument(s) ['momentum']; see help(extremal_perturbation)"),
     (dict(reward="max"), ValueError, "reward must be one of ('simple', 'contrastive') or a callable"),
     (dict(reward_scale=0.0), ValueError, "reward_scale must be a positive number or None; got 0.0"),
+    (dict(values_per_pass=0), ValueError,
+     "values_per_pass is the most input values one model pass may hold, a positive int, or None for one pass "
+     "over all active rows (e.g. on a GPU); got 0"),
+    (dict(values_per_pass=True), ValueError, "values_per_pass is the most input values one model pass may hold"),
     (dict(inputs=torch.rand(3, 16, 16)), ValueError,
      "extremal_perturbation expects a batch of images of shape (N, C, H, W); got inputs of shape (3, 16, 16). "
      "Add the batch dimension with inputs.unsqueeze(0) for a single image, or use channel_extremal_perturbation "
@@ -89,6 +93,9 @@ def test_channel_variant_messages(small_net):
     with pytest.raises(ValueError, match=re.escape(
             "area 0.01 keeps no channel of a layer with 8 channels; use an area of at least 0.0625")):
         channel_extremal_perturbation(small_net, IMAGES, 0, small_net.conv2, areas=0.01, max_iter=2)
+    with pytest.raises(ValueError, match=re.escape("values_per_pass is the most input values one model pass may hold, "
+                                                   "a positive int, or None for one pass over all active rows")):
+        channel_extremal_perturbation(small_net, IMAGES, 0, small_net.conv2, values_per_pass=2.5, max_iter=2)
     with pytest.raises(ValueError, match=re.escape(
             "channel extremal perturbation needs a layer: the model has no nn.Conv2d to use by default; "
             "pass layer=model.<submodule>")):

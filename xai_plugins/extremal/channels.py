@@ -21,10 +21,12 @@ import torch
 from xai_plugins.extremal.calls import RowForward, forward_with_rows, seeded
 from xai_plugins.extremal.checks import check_areas, check_outputs, check_targets, check_variant
 from xai_plugins.extremal.optimiser import (
+    VALUES_PER_PASS,
     Masks,
     Objective,
     Schedule,
     area_reference,
+    check_values_per_pass,
     final_rewards,
     optimise,
     reward_scale_of_rows,
@@ -116,12 +118,14 @@ def _hooked(layer: torch.nn.Module, state: _ChannelMask) -> Iterator[_ChannelMas
 class ChannelMasks:
     """The channel parameterisation: the parameters (B, K) are the masks, applied by a hook on the layer."""
 
-    def __init__(self, inputs: torch.Tensor, forward: RowForward, state: _ChannelMask) -> None:
+    def __init__(self, inputs: torch.Tensor, forward: RowForward, state: _ChannelMask,
+                 values_per_pass: int | None = VALUES_PER_PASS) -> None:
         self.inputs = inputs
         self.forward = forward
         self.state = state
         self.channels = 0
         self.row_size = inputs[0].numel()
+        self.values_per_pass = values_per_pass
 
     def masks(self, params: torch.Tensor) -> Masks:
         return Masks(model=params, penalised=params, area=params.mean(dim=1))
@@ -170,6 +174,7 @@ def channel_extremal_perturbation(
     area_tol: float = 0.01,
     layer_input: bool = False,
     additional_forward_args: Sequence[Any] | Any = None,
+    values_per_pass: int | None = VALUES_PER_PASS,
     seed: int | None = None,
     progress: bool = False,
 ) -> ChannelExtremalResult:
@@ -178,15 +183,16 @@ def channel_extremal_perturbation(
     ``inputs`` is any tensor with the batch first; ``layer`` a submodule of ``model`` whose output is
     (N, K, ...) (default: the last ``nn.Conv2d``); with ``layer_input`` the mask scales the layer's first
     input instead of its output (Captum's ``attribute_to_layer_input``). The other arguments are those of
-    :func:`xai_plugins.extremal.extremal_perturbation` (the same loop, reward span and units of the area
-    weights); areas are fractions of the K channels. Two defaults differ from the input masks: the parameters
-    start at 0.5 (a channel mask at 1 cannot grow, so the reward could not order the channels) and the area
-    weight starts at 0.05 (each parameter is one entry of the ranking, so a large start weight would fix the
-    order of the channels before the reward is seen).
+    :func:`xai_plugins.extremal.extremal_perturbation` (the same loop, reward span, units of the area weights
+    and ``values_per_pass``); areas are fractions of the K channels. Two defaults differ from the input masks:
+    the parameters start at 0.5 (a channel mask at 1 cannot grow, so the reward could not order the channels)
+    and the area weight starts at 0.05 (each parameter is one entry of the ranking, so a large start weight
+    would fix the order of the channels before the reward is seen).
     """
     areas = check_areas(areas)
     variant = check_variant(variant)
     reward_fn = resolve_reward(reward)
+    values_per_pass = check_values_per_pass(values_per_pass)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or inputs.shape[0] == 0:
         raise ValueError("channel_extremal_perturbation expects inputs as a tensor with the batch first, "
                          f"shape (N, ...); got {getattr(inputs, 'shape', type(inputs).__name__)}")
@@ -200,7 +206,8 @@ def channel_extremal_perturbation(
                         regul_weight=regul_weight, final_regul_weight=final_regul_weight, tol=tol,
                         patience=patience, min_iter=min_iter, area_tol=area_tol)
     state = _ChannelMask(on_input=layer_input)
-    problem = ChannelMasks(inputs.detach(), forward_with_rows(model, additional_forward_args, batch), state)
+    problem = ChannelMasks(inputs.detach(), forward_with_rows(model, additional_forward_args, batch), state,
+                           values_per_pass)
     with explaining(model, "channel extremal perturbation"), _hooked(layer, state), seeded(seed, inputs.device):
         layer_shape = problem.probe(targets, layer)
         _check_channel_areas(areas, problem.channels)

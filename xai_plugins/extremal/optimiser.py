@@ -20,10 +20,10 @@ and therefore identical for both variants:
   within ``area_tol`` of its area; it leaves the batch, so the model runs on fewer rows. Every quantity is per
   row or per sample and the iteration index is global, so a sample's result does not depend on the other
   samples of its batch.
-- **Model passes.** The active rows go through the model in passes of at most :data:`VALUES_PER_PASS` input
-  values (:func:`row_passes`). Each row's energy is its own, so splitting a batch into passes changes no
-  gradient; it keeps a large batch as fast per image as single calls on a CPU, where one pass over many large
-  images costs more per image than several smaller passes.
+- **Model passes.** The active rows go through the model in passes of at most ``values_per_pass`` input
+  values (:func:`row_passes`; default :data:`VALUES_PER_PASS`). Each row's energy is its own, so splitting a
+  batch into passes changes no gradient; it keeps a large batch as fast per image as single calls on a CPU,
+  where one pass over many large images costs more per image than several smaller passes.
 """
 
 from __future__ import annotations
@@ -39,21 +39,31 @@ from xai_plugins.extremal.progress import progress_bar
 from xai_plugins.extremal.rewards import Reward
 
 VALUES_PER_PASS: int | None = 3 * 3 * 224 * 224
-"""Input values per model pass: three RGB images at 224², the paper's three areas of one image. On a CPU one
+"""The default ``values_per_pass``, input values per model pass: three RGB images at 224², the paper's three
+areas of one image. On a CPU one
 ResNet-50 forward and backward pass costs about 240 ms per 224² image with one to three images per pass, 300 ms
 with six and 370 ms with twelve (one thread), while at 64² a pass over 48 images costs half as much per image as
 one over three; ``python benchmarks/bench_extremal.py`` measures batching against single calls."""
 
 
-def row_passes(rows: torch.Tensor, row_size: int, variant: str) -> tuple[torch.Tensor, ...]:
-    """``rows`` split into consecutive chunks whose model pass holds at most :data:`VALUES_PER_PASS` input
-    values (``row_size`` per row, twice that for ``dual``, which runs each row preserved and deleted), at least
-    one row per pass; ``VALUES_PER_PASS = None`` makes one pass (e.g. on a GPU, where larger passes are
-    cheaper)."""
-    if VALUES_PER_PASS is None:
+def check_values_per_pass(values_per_pass: object) -> int | None:
+    """``values_per_pass`` if it is a positive int or None, else a ValueError that says what it means."""
+    if values_per_pass is None or (isinstance(values_per_pass, int) and not isinstance(values_per_pass, bool)
+                                   and values_per_pass > 0):
+        return values_per_pass
+    raise ValueError(f"values_per_pass is the most input values one model pass may hold, a positive int, or None "
+                     f"for one pass over all active rows (e.g. on a GPU); got {values_per_pass!r}")
+
+
+def row_passes(rows: torch.Tensor, row_size: int, variant: str,
+               values_per_pass: int | None = VALUES_PER_PASS) -> tuple[torch.Tensor, ...]:
+    """``rows`` split into consecutive chunks whose model pass holds at most ``values_per_pass`` input values
+    (``row_size`` per row, twice that for ``dual``, which runs each row preserved and deleted), at least one row
+    per pass; ``None`` makes one pass (e.g. on a GPU, where larger passes are cheaper)."""
+    if values_per_pass is None:
         return (rows,)
     per_row = row_size * (2 if variant == "dual" else 1)
-    return rows.split(max(1, VALUES_PER_PASS // max(per_row, 1)))
+    return rows.split(max(1, values_per_pass // max(per_row, 1)))
 
 
 def area_reference(areas: tuple[float, ...], size: int, image_size: int, device: torch.device,
@@ -199,6 +209,9 @@ class MaskProblem(Protocol):
     row_size: int
     """Input values one row feeds through the model (the size of one input sample)."""
 
+    values_per_pass: int | None
+    """Input values one model pass may hold at most (:func:`row_passes`)."""
+
     def masks(self, params: torch.Tensor) -> Masks:
         """Masks of parameter rows (B, ...), differentiable in ``params``."""
 
@@ -236,7 +249,7 @@ def reward_span(problem: MaskProblem, reward_fn: Reward, targets: torch.Tensor) 
     spans = []
     with torch.no_grad():
         everyone = torch.arange(targets.shape[0], device=targets.device)
-        for samples in row_passes(everyone, problem.row_size, "preserve"):
+        for samples in row_passes(everyone, problem.row_size, "preserve", problem.values_per_pass):
             kept, gone = (reward_fn(problem.outputs(samples, problem.everything(len(samples), value), None),
                                     targets[samples]) for value in (1.0, 0.0))
             spans.append(kept - gone)
@@ -298,7 +311,7 @@ def _ascent_direction(problem: MaskProblem, objective: Objective, schedule: Sche
     grads: list[torch.Tensor] = []
     model_masks: list[torch.Tensor] = []
     areas: list[torch.Tensor] = []
-    for chunk in row_passes(rows, problem.row_size, objective.variant):
+    for chunk in row_passes(rows, problem.row_size, objective.variant, problem.values_per_pass):
         theta = params[chunk].requires_grad_(True)
         energy, masks = _energy(problem, objective, schedule, chunk, theta, t)
         grads.extend(torch.autograd.grad(energy.sum(), theta))
@@ -343,7 +356,7 @@ def final_rewards(problem: MaskProblem, objective: Objective, masks: torch.Tenso
     of_row = torch.arange(masks.shape[0], device=masks.device) if rows_of_masks is None else rows_of_masks
     with torch.no_grad():
         for rows in row_passes(torch.arange(masks.shape[0], device=masks.device), problem.row_size,
-                               objective.variant):
+                               objective.variant, problem.values_per_pass):
             samples = objective.sample_of_row[of_row[rows]]
             outputs = variant_outputs(problem, samples, masks[rows], objective.variant, None)
             rewards.append(variant_reward(objective.reward_fn, outputs, objective.targets[samples],

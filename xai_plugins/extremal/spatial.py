@@ -18,10 +18,12 @@ from xai_plugins.extremal.calls import RowForward, forward_with_rows, seeded
 from xai_plugins.extremal.checks import check_areas, check_images, check_outputs, check_targets, check_variant
 from xai_plugins.extremal.masks import SmoothMaskGenerator, fit_area
 from xai_plugins.extremal.optimiser import (
+    VALUES_PER_PASS,
     Masks,
     Objective,
     Schedule,
     area_reference,
+    check_values_per_pass,
     final_rewards,
     optimise,
     reward_scale_of_rows,
@@ -70,7 +72,8 @@ class ImageMasks:
     """
 
     def __init__(self, generator: SmoothMaskGenerator, pyramid: torch.Tensor, forward: RowForward, margin: int,
-                 count_margin: bool, jitter: int = 0, max_iter: int = 0) -> None:
+                 count_margin: bool, jitter: int = 0, max_iter: int = 0,
+                 values_per_pass: int | None = VALUES_PER_PASS) -> None:
         self.generator = generator
         self.pyramid = pyramid
         self.forward = forward
@@ -80,6 +83,7 @@ class ImageMasks:
         height, width = generator.shape
         self.crop = (slice(margin, margin + height), slice(margin, margin + width))
         self.row_size = pyramid[0, 0].numel()
+        self.values_per_pass = values_per_pass
         self.shifts = torch.randint(-jitter, jitter + 1, (max(max_iter, 1), 2),
                                     generator=torch.Generator().manual_seed(JITTER_SEED)).tolist()
 
@@ -140,6 +144,7 @@ def extremal_perturbation(
     resize: tuple[int, int] | None = None,
     resize_mode: str = "bilinear",
     additional_forward_args: Sequence[Any] | Any = None,
+    values_per_pass: int | None = VALUES_PER_PASS,
     seed: int | None = None,
     progress: bool = False,
     **schedule_options: Any,
@@ -180,6 +185,11 @@ def extremal_perturbation(
         smooth: blur the final masks with std ``smooth * min(H, W)`` (0: off).
         resize: resize the final masks to ``(H', W')``.
         additional_forward_args: extra positional arguments of ``model``; tensors with N rows follow the batch.
+        values_per_pass: the most input values one model pass holds: the (image, area) rows go through the model
+            in passes of this size, which keeps a large batch as fast per image as single calls on a CPU
+            (:data:`xai_plugins.extremal.optimiser.VALUES_PER_PASS`, three 224² RGB images); ``None``: one pass
+            over all active rows, e.g. on a GPU. The masks do not depend on it, up to the model's own
+            batch-dependent rounding.
         seed: seeds torch's global generator inside the call (restored afterwards), for stochastic models.
         progress: show a tqdm progress bar.
         **schedule_options: further fields of :class:`xai_plugins.extremal.optimiser.Schedule` (``beta1``,
@@ -193,6 +203,7 @@ def extremal_perturbation(
     variant = check_variant(variant)
     reward_fn = resolve_reward(reward)
     jitter = _check_jitter(jitter)
+    values_per_pass = check_values_per_pass(values_per_pass)
     if area_domain not in ("image", "extended"):
         raise ValueError(f"area_domain must be 'image' or 'extended'; got {area_domain!r}")
     inputs = check_images(inputs).detach()
@@ -211,7 +222,7 @@ def extremal_perturbation(
             check_outputs(forward(inputs, torch.arange(batch, device=inputs.device)), targets)
         pyramid = build_pyramid(inputs, num_levels, perturbation, scales.max_blur)
         problem = ImageMasks(generator, pyramid, forward, round(scales.sigma) if spill else 0,
-                             area_domain == "extended", jitter, max_iter)
+                             area_domain == "extended", jitter, max_iter, values_per_pass)
         objective = _objective(problem, reward_fn, variant, targets, areas, reward_scale, height * width)
         params = torch.full((len(objective.sample_of_row), *generator.param_shape), float(init),
                             device=inputs.device, dtype=inputs.dtype)
