@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 
 import pytest
 import torch
@@ -35,6 +36,7 @@ from tests.support.canonical_forms import (
 from tests.support.canonizers import FAMILY_BUILDERS
 from xai_plugins.canonizers import canonizers_for
 from xai_plugins.canonizers.graph import GraphCanonizer
+from xai_plugins.canonizers.torchvision_models import ResNetCanonizer
 
 tvm = pytest.importorskip("torchvision.models")
 pytest.importorskip("zennit")
@@ -94,3 +96,17 @@ def test_family_canonizer_and_graph_canonizer_agree(family: str, draw: BatchNorm
     assert relative(*zennit) <= AGREEMENT, f"Zennit relevance differs by {relative(*zennit):.2e}"
     captum = [captum_relevance(model, canonizer.copy(), x, target) for canonizer in (family_canonizer, graph_canonizer)]
     assert relative(*captum) <= AGREEMENT, f"Captum relevance differs by {relative(*captum):.2e}"
+
+
+@pytest.mark.parametrize("cls", [GraphCanonizer, ResNetCanonizer])
+@pytest.mark.parametrize("options", [{}, {"verify": True}, {"verify": False}, {"input_shape": (1, 3, 32, 32)},
+                                     {"tolerance": 1e-4, "verify": True}])
+def test_the_repr_is_the_constructor_call_with_the_options_that_differ_from_the_class_defaults(cls, options):
+    canonizer = cls(**options)
+    text = repr(canonizer)
+    rebuilt = eval(text, {cls.__name__: cls})
+    assert (rebuilt.input_shape, rebuilt.verify, rebuilt.tolerance) == (
+        canonizer.input_shape, canonizer.verify, canonizer.tolerance)
+    shown = {name for name in ("input_shape", "verify", "tolerance") if f"{name}=" in text}
+    defaults = inspect.signature(cls.__init__).parameters
+    assert shown == {name for name, value in options.items() if value != defaults[name].default}

@@ -22,6 +22,7 @@ apply to the same kind of model does not trace again.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -254,11 +255,11 @@ class GraphCanonizer(Canonizer):
         self.tolerance = tolerance
 
     def __repr__(self) -> str:
-        options = [f"input_shape={self.input_shape!r}"] if self.input_shape is not None else []
-        if not self.verify:
-            options.append("verify=False")
-        if self.tolerance != 1e-5:
-            options.append(f"tolerance={self.tolerance!r}")
+        """The constructor call, with the options that differ from this class's defaults (a preset's
+        ``verify`` default differs from this class's)."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        options = [f"{name}={getattr(self, name)!r}" for name in ("input_shape", "verify", "tolerance")
+                   if getattr(self, name) != defaults[name].default]
         return f"{type(self).__name__}({', '.join(options)})"
 
     def copy(self) -> GraphCanonizer:

@@ -60,14 +60,6 @@ class FamilyCanonizer(GraphCanonizer):
                  tolerance: float = 1e-5) -> None:
         super().__init__(input_shape, verify, tolerance)
 
-    def __repr__(self) -> str:
-        options = [f"input_shape={self.input_shape!r}"] if self.input_shape is not None else []
-        if self.verify:
-            options.append("verify=True")
-        if self.tolerance != 1e-5:
-            options.append(f"tolerance={self.tolerance!r}")
-        return f"{type(self).__name__}({', '.join(options)})"
-
     def canonize(self, model: nn.Module) -> None:
         cls = _tv(*self.model_class)
         if not isinstance(model, cls):
