@@ -110,3 +110,14 @@ def test_the_repr_is_the_constructor_call_with_the_options_that_differ_from_the_
     shown = {name for name in ("input_shape", "verify", "tolerance") if f"{name}=" in text}
     defaults = inspect.signature(cls.__init__).parameters
     assert shown == {name for name, value in options.items() if value != defaults[name].default}
+
+
+def test_the_repr_of_a_subclass_with_its_own_constructor_reads_the_defaults_it_inherits():
+    class Paused(ResNetCanonizer):
+        def __init__(self) -> None:
+            super().__init__()
+
+    assert repr(Paused()) == "Paused()"
+    paused = Paused()
+    paused.verify = True
+    assert repr(paused) == "Paused(verify=True)"

@@ -237,6 +237,15 @@ def relative_difference(reference: Any, output: Any) -> float:
     return error / scale if scale > 0 else error
 
 
+def _default_of(cls: type, option: str) -> Any:
+    """The default of ``option`` in the first ``__init__`` along ``cls``'s MRO that takes it."""
+    for klass in cls.__mro__:
+        parameter = inspect.signature(klass.__init__).parameters.get(option)
+        if parameter is not None:
+            return parameter.default
+    raise AttributeError(f"no constructor along {cls.__name__}'s MRO takes {option!r}")
+
+
 class GraphCanonizer(Canonizer):
     """Canonize any traceable CNN from its ``torch.fx`` graph (see the module docstring).
 
@@ -255,11 +264,11 @@ class GraphCanonizer(Canonizer):
         self.tolerance = tolerance
 
     def __repr__(self) -> str:
-        """The constructor call, with the options that differ from this class's defaults (a preset's
-        ``verify`` default differs from this class's)."""
-        defaults = inspect.signature(type(self).__init__).parameters
+        """The constructor call, with the options that differ from the class's defaults (a preset's ``verify``
+        default differs from this class's). A default is read from the first class in the MRO whose
+        ``__init__`` takes the option, so a subclass with its own constructor is described too."""
         options = [f"{name}={getattr(self, name)!r}" for name in ("input_shape", "verify", "tolerance")
-                   if getattr(self, name) != defaults[name].default]
+                   if getattr(self, name) != _default_of(type(self), name)]
         return f"{type(self).__name__}({', '.join(options)})"
 
     def copy(self) -> GraphCanonizer:
